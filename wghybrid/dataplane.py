@@ -1,0 +1,43 @@
+"""The data-plane interface: the kernel backend and the simulated gateway both implement it.
+
+The controller reads a `GatewaySample` and writes `Operation`s; it never knows which
+implementation is behind them. Errors from `apply` are sorted in two kinds, as
+irqbalance's activate.c does: transient (retry next tick) and permanent (stop managing
+that peer and report why).
+"""
+
+from __future__ import annotations
+
+from typing import Protocol, runtime_checkable
+
+from wghybrid.model import GatewaySample, Operation
+
+
+class DataPlaneError(Exception):
+    """Base of every error a backend raises."""
+
+
+class TransientError(DataPlaneError):
+    """Try again next tick (EBUSY, EAGAIN, a timeout, a peer mid-handshake)."""
+
+
+class PermanentError(DataPlaneError):
+    """Retrying cannot help (no such peer, unsupported by this kernel/NIC): the peer or
+    knob becomes unmanaged and the reason is shown in status."""
+
+
+@runtime_checkable
+class DataPlane(Protocol):
+    """One gateway's data plane."""
+
+    async def sample(self) -> GatewaySample:
+        """Read every counter at once; `now` is the backend's monotonic clock."""
+        ...
+
+    async def apply(self, op: Operation) -> None:
+        """Carry out one operation; raise TransientError or PermanentError."""
+        ...
+
+    async def close(self) -> None:
+        """Release sockets/handles. Must not change any peer's mode."""
+        ...

@@ -1,0 +1,307 @@
+"""The one data model every front end converges on.
+
+Policy files, the HTTP API, the CLI and both data-plane backends (the patched kernel
+module and the simulated gateway) speak in these types, as wireguard-tools' `struct
+wgdevice` is shared by its config parser and its kernel IPC.
+
+Per-peer data is columnar (`PeerTable`, numpy arrays, one row per peer) because the
+controller must tick over 100,000 peers in well under 100 ms; everything else is frozen,
+slotted dataclasses.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import enum
+from dataclasses import dataclass, field
+
+import numpy as np
+import numpy.typing as npt
+
+KEY_LEN = 32
+"""A WireGuard public key: 32 raw bytes, 44 characters of base64."""
+
+U64 = npt.NDArray[np.uint64]
+I32 = npt.NDArray[np.int32]
+U8 = npt.NDArray[np.uint8]
+F64 = npt.NDArray[np.float64]
+Keys = npt.NDArray[np.bytes_]  # dtype "S32": raw public keys
+
+
+class Mode(enum.IntEnum):
+    """How the data plane processes one peer's packets (uapi: WGH_MODE_*)."""
+
+    VANILLA = 0
+    """Upstream WireGuard: crypt work spread over the device's worker cores."""
+    INLINE = 1
+    """The whole packet lifecycle in one context, on one core."""
+
+    def __str__(self) -> str:
+        return self.name.lower()
+
+
+class PeerClass(enum.IntEnum):
+    MOUSE = 0
+    ELEPHANT = 1
+
+    def __str__(self) -> str:
+        return self.name.lower()
+
+
+class BadKeyError(ValueError):
+    """A public key that is not 44 characters of base64 decoding to 32 bytes."""
+
+
+def decode_key(text: str) -> bytes:
+    """Decode a base64 WireGuard public key, rejecting anything that is not exactly one."""
+    if not isinstance(text, str) or len(text) != 44 or not text.endswith("="):
+        raise BadKeyError(f"public key {text!r} is not 44 characters of base64")
+    try:
+        raw = base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise BadKeyError(f"public key {text!r} is not valid base64: {exc}") from None
+    if len(raw) != KEY_LEN:
+        raise BadKeyError(f"public key {text!r} decodes to {len(raw)} bytes, not {KEY_LEN}")
+    return raw
+
+
+def encode_key(raw: bytes) -> str:
+    return base64.b64encode(bytes(raw).ljust(KEY_LEN, b"\0")).decode()
+
+
+def short_key(raw: bytes) -> str:
+    """The first 8 characters of the base64 key, as operators abbreviate peers."""
+    return encode_key(raw)[:8]
+
+
+# ---------------------------------------------------------------------------
+# What the data plane reports
+
+
+@dataclass(frozen=True, slots=True)
+class InterfaceState:
+    """One WireGuard device as the data plane reports it."""
+
+    name: str
+    crypt_cores: frozenset[int]
+    """Cores the device's parallel crypt workers may run on (vanilla peers)."""
+    threaded_napi: bool
+    """/sys/class/net/DEV/threaded."""
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class PeerTable:
+    """Every managed peer of one gateway, one row each, cumulative counters.
+
+    Counters are cumulative since the peer was created in the data plane; `epoch`
+    changes when they restart from zero (the module was reloaded, or the peer was
+    removed and added again), which is how the rate stage tells a reset from a wrap.
+    """
+
+    iface: I32
+    """Index into `GatewaySample.interfaces`."""
+    key: Keys
+    rx_bytes: U64
+    tx_bytes: U64
+    rx_packets: U64
+    tx_packets: U64
+    rx_cpu_ns: U64
+    tx_cpu_ns: U64
+    drops: U64
+    mode: U8
+    """`Mode` values."""
+    core: I32
+    """Core of the peer's serial work (inline context / TX worker); -1 = data plane's default."""
+    epoch: U64
+
+    def __len__(self) -> int:
+        return int(self.key.shape[0])
+
+    @staticmethod
+    def empty() -> PeerTable:
+        return PeerTable.build(np.zeros(0, dtype=np.int32), np.zeros(0, dtype="S32"))
+
+    @staticmethod
+    def build(iface: I32, key: Keys, **columns: npt.ArrayLike) -> PeerTable:
+        """A table with the given columns; any column not given is zero (core: -1)."""
+        n = int(np.asarray(key).shape[0])
+
+        def col(name: str, dtype: type, default: int = 0) -> np.ndarray:
+            if name in columns:
+                arr = np.asarray(columns.pop(name), dtype=dtype)
+                if arr.shape != (n,):
+                    raise ValueError(f"column {name} has shape {arr.shape}, expected ({n},)")
+                return arr
+            return np.full(n, default, dtype=dtype)
+
+        table = PeerTable(
+            iface=np.asarray(iface, dtype=np.int32),
+            key=np.asarray(key, dtype="S32"),
+            rx_bytes=col("rx_bytes", np.uint64),
+            tx_bytes=col("tx_bytes", np.uint64),
+            rx_packets=col("rx_packets", np.uint64),
+            tx_packets=col("tx_packets", np.uint64),
+            rx_cpu_ns=col("rx_cpu_ns", np.uint64),
+            tx_cpu_ns=col("tx_cpu_ns", np.uint64),
+            drops=col("drops", np.uint64),
+            mode=col("mode", np.uint8),
+            core=col("core", np.int32, -1),
+            epoch=col("epoch", np.uint64),
+        )
+        if columns:
+            raise TypeError(f"unknown columns: {', '.join(sorted(columns))}")
+        return table
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class GatewaySample:
+    """One reading of the whole gateway, taken at `now` (monotonic seconds)."""
+
+    now: float
+    cores: int
+    """Online cores, numbered 0..cores-1."""
+    core_busy_ns: U64
+    """Per core, cumulative ns spent not idle (/proc/stat user+nice+system+irq+softirq)."""
+    interfaces: tuple[InterfaceState, ...]
+    peers: PeerTable
+
+
+# ---------------------------------------------------------------------------
+# What the controller asks the data plane to do: a plan is a tuple of these.
+
+
+@dataclass(frozen=True, slots=True)
+class SetPeerMode:
+    interface: str
+    public_key: bytes
+    mode: Mode
+
+    def describe(self) -> str:
+        return f"peer {self.interface}/{short_key(self.public_key)} mode {self.mode}"
+
+
+@dataclass(frozen=True, slots=True)
+class SetPeerCore:
+    interface: str
+    public_key: bytes
+    core: int
+
+    def describe(self) -> str:
+        return f"peer {self.interface}/{short_key(self.public_key)} core {self.core}"
+
+
+@dataclass(frozen=True, slots=True)
+class SetCryptCores:
+    interface: str
+    cores: frozenset[int]
+
+    def describe(self) -> str:
+        return f"dev {self.interface} crypt-cores {format_cores(self.cores)}"
+
+
+@dataclass(frozen=True, slots=True)
+class SetThreadedNapi:
+    interface: str
+    enabled: bool
+
+    def describe(self) -> str:
+        return f"dev {self.interface} threaded-napi {'on' if self.enabled else 'off'}"
+
+
+Operation = SetPeerMode | SetPeerCore | SetCryptCores | SetThreadedNapi
+Plan = tuple[Operation, ...]
+
+
+def format_cores(cores: frozenset[int] | set[int]) -> str:
+    """Render a core set as a cpulist ("0-3,8"), the kernel's own notation."""
+    out: list[str] = []
+    run: list[int] = []
+    for c in sorted(cores):
+        if run and c == run[-1] + 1:
+            run.append(c)
+            continue
+        if run:
+            out.append(f"{run[0]}-{run[-1]}" if len(run) > 1 else str(run[0]))
+        run = [c]
+    if run:
+        out.append(f"{run[0]}-{run[-1]}" if len(run) > 1 else str(run[0]))
+    return ",".join(out) or "-"
+
+
+def parse_cores(text: str) -> frozenset[int]:
+    """Parse a cpulist ("0-3,8"); raises ValueError naming the bad part."""
+    cores: set[int] = set()
+    for part in text.split(","):
+        part = part.strip()
+        if not part:
+            continue
+        lo, sep, hi = part.partition("-")
+        try:
+            a = int(lo)
+            b = int(hi) if sep else a
+        except ValueError:
+            raise ValueError(f"bad core range {part!r} in {text!r}") from None
+        if a < 0 or b < a:
+            raise ValueError(f"bad core range {part!r} in {text!r}")
+        cores.update(range(a, b + 1))
+    return frozenset(cores)
+
+
+# ---------------------------------------------------------------------------
+# Operator overrides (HTTP API, CLI, persisted state)
+
+
+@dataclass(frozen=True, slots=True)
+class Override:
+    """An operator's pin of one peer's mode and/or core, optionally expiring."""
+
+    interface: str
+    public_key: bytes
+    mode: Mode | None = None
+    core: int | None = None
+    expires: float | None = None
+    """Wall-clock (time.time()) expiry; None = until cleared."""
+    reason: str = ""
+    created: float = field(default=0.0)
+
+    def active(self, wall_now: float) -> bool:
+        return self.expires is None or wall_now < self.expires
+
+
+# ---------------------------------------------------------------------------
+# What the controller reports (status API, CLI, metrics)
+
+
+@dataclass(frozen=True, slots=True)
+class PeerStatus:
+    interface: str
+    public_key: bytes
+    name: str
+    mode: Mode
+    pclass: PeerClass
+    pinned: bool
+    """True when an operator override decides the mode/core, False when automatic."""
+    rx_bps: float
+    tx_bps: float
+    cpu: float
+    """Smoothed CPU use, in cores (1.0 = one core fully busy)."""
+    core: int
+    time_in_mode: float
+    """Seconds since the last mode change (or since the daemon adopted the peer)."""
+    override: Override | None = None
+    unmanaged: str | None = None
+    """Why the controller stopped managing this peer (a permanent error), or None."""
+
+
+@dataclass(frozen=True, slots=True)
+class InterfaceStatus:
+    name: str
+    cores: frozenset[int]
+    """Managed cores."""
+    crypt_cores: frozenset[int]
+    """The vanilla pool: cores the crypt workers may use."""
+    inline_cores: frozenset[int]
+    """Cores carrying at least one inline tunnel."""
+    threaded_napi: bool
+    peers: tuple[PeerStatus, ...]
