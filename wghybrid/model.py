@@ -305,3 +305,5 @@ class InterfaceStatus:
     """Cores carrying at least one inline tunnel."""
     threaded_napi: bool
     peers: tuple[PeerStatus, ...]
+    unsupported: tuple[str, ...] = ()
+    """Device knobs the data plane refused for good (a permanent error), with the reason."""
