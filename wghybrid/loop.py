@@ -1,0 +1,84 @@
+"""One tick, the imperative shell around the pure controller: sample -> plan -> apply.
+
+The daemon's scheduler and the benchmark both call `run_tick`, so what is measured is
+what runs. Every call to the data plane is bounded by a timeout; an operation that fails
+is sorted, as irqbalance's activate.c does, into transient (it will be planned again next
+tick, because the observed state still differs) and permanent (the controller marks the
+peer unmanaged or the knob unsupported, and status shows why).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from wghybrid.controller import Controller
+from wghybrid.dataplane import DataPlane, DataPlaneError, PermanentError, TransientError
+from wghybrid.model import Operation, Override, Plan
+
+
+@dataclass(frozen=True, slots=True)
+class OpResult:
+    op: Operation
+    error: str | None
+    permanent: bool
+
+
+@dataclass(frozen=True, slots=True)
+class TickResult:
+    now: float
+    plan: Plan
+    results: tuple[OpResult, ...]
+    duration: float
+    """Seconds spent in sample + plan + apply (wall clock)."""
+    decide: float = 0.0
+    """Seconds spent in the pure stages (rates + classify + plan)."""
+
+
+async def run_tick(
+    dataplane: DataPlane,
+    controller: Controller,
+    overrides: Sequence[Override],
+    wall_now: float,
+    *,
+    dry_run: bool = False,
+    op_timeout: float = 2.0,
+    sample_timeout: float = 5.0,
+    log: Callable[[str], None] | None = None,
+) -> TickResult:
+    """Sample, decide, apply. Raises TransientError when the sample cannot be read."""
+    t0 = time.perf_counter()
+    try:
+        sample = await asyncio.wait_for(dataplane.sample(), sample_timeout)
+    except TimeoutError:
+        raise TransientError(f"reading counters took longer than {sample_timeout:g} s") from None
+    t1 = time.perf_counter()
+    plan = controller.plan(sample, overrides, wall_now)
+    t2 = time.perf_counter()
+    results: list[OpResult] = []
+    if not dry_run:
+        for op in plan:
+            error: DataPlaneError | None = None
+            try:
+                await asyncio.wait_for(dataplane.apply(op), op_timeout)
+            except TimeoutError:
+                error = TransientError(f"timed out after {op_timeout:g} s")
+            except DataPlaneError as exc:
+                error = exc
+            controller.record(op, error)
+            if error is None:
+                if log is not None:
+                    log(f"[#] {op.describe()}")
+                results.append(OpResult(op, None, False))
+            else:
+                permanent = isinstance(error, PermanentError)
+                if log is not None:
+                    kind = "permanent" if permanent else "transient, retrying next tick"
+                    log(f"[!] {op.describe()}: {error} ({kind})")
+                results.append(OpResult(op, str(error), permanent))
+    elif log is not None:
+        for op in plan:
+            log(f"[dry-run] {op.describe()}")
+    return TickResult(sample.now, plan, tuple(results), time.perf_counter() - t0, t2 - t1)

@@ -1,0 +1,283 @@
+"""Planning: modes and cores -> a list of typed operations (pure, vectorised).
+
+Stage four of a tick: sample -> rates -> classify -> **plan** -> apply.
+
+Takes plain data (`PlanInput`: what the data plane reports, what each peer wants, what
+each peer costs) and returns a `Plan`. It performs no I/O, keeps no state of its own, and
+an unchanged situation yields an empty plan; applying a plan and planning again on the
+result yields nothing.
+
+Layout of a gateway's managed cores:
+- the *vanilla pool*: the cores the crypt workers of every device may run on, sized to
+  the vanilla tunnels' CPU demand with hysteresis (grow above (1-headroom) of its size,
+  shrink only when the demand fits a pool one core smaller with twice the headroom);
+- the *inline cores*: every other managed core. Inline tunnels are placed one per core
+  where possible, by measured load (least-loaded core first, largest tunnel first), so
+  that they share a core neither with each other nor with crypt work while there are
+  cores enough; vanilla tunnels' serial (TX) work is spread over the pool.
+
+A tunnel changes core only when the move cuts the load gap between the hottest and the
+coldest inline core by `migrate_improvement` of it (irqbalance's migrateval idea). Mode
+changes and core moves together are bounded by `max_moves` per tick; operator pins come
+first and device settings (pool, threaded NAPI) are not counted.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from wghybrid.model import (
+    F64,
+    I32,
+    U8,
+    Keys,
+    Mode,
+    Operation,
+    Plan,
+    SetCryptCores,
+    SetPeerCore,
+    SetPeerMode,
+    SetThreadedNapi,
+)
+from wghybrid.policy import NapiPolicy, Placement
+
+MIN_LOAD = 0.01
+"""Every inline tunnel weighs at least this much (cores), so idle tunnels still spread
+one per core instead of piling onto the first empty one."""
+
+MIN_GAP = 0.05
+"""A load gap (cores) below this is noise: no rebalancing move for it."""
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class PlanInput:
+    """Everything the planner looks at, as plain arrays (one row per peer)."""
+
+    now: float
+    ifnames: tuple[str, ...]
+    iface: I32
+    key: Keys
+    mode: U8
+    """Observed mode."""
+    core: I32
+    """Observed core (-1: the data plane's default)."""
+    want: U8
+    """Mode the classifier wants (ignored where pinned or unmanaged)."""
+    eligible: np.ndarray
+    """bool: the peer has dwelt long enough in its mode to change automatically."""
+    urgency: F64
+    """Order of automatic mode changes when the budget is short (larger first)."""
+    pin_mode: np.ndarray
+    """int8: -1, or the Mode an operator pinned."""
+    pin_core: I32
+    """-1, or the core an operator pinned."""
+    managed: np.ndarray
+    """bool: False for peers marked unmanaged (a permanent error): left alone."""
+    load_inline: F64
+    """Cores the peer uses (or would use) running inline."""
+    load_vanilla: F64
+    """Cores the peer uses (or would use) running vanilla, crypt work included."""
+    cores: tuple[int, ...]
+    """Managed cores, sorted."""
+    crypt_cores: tuple[frozenset[int], ...]
+    """Observed crypt pool per interface (same order as ifnames)."""
+    threaded_napi: tuple[bool, ...]
+    """Observed threaded-NAPI flag per interface."""
+    pool: frozenset[int] | None
+    """The pool decided last tick (None: none yet; derived from observation)."""
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class PlanOutput:
+    plan: Plan
+    pool: frozenset[int]
+    mode: U8
+    """Mode of every peer once the plan is applied."""
+    core: I32
+    """Core of every peer once the plan is applied."""
+
+
+def size_pool(demand: float, current: int, minimum: int, headroom: float) -> int:
+    """Cores the vanilla pool needs for `demand` cores of crypt work, with hysteresis."""
+    if demand <= 0 and current == 0:
+        return minimum
+    needed = max(minimum, math.ceil(demand / max(1.0 - headroom, 0.05)))
+    if current < minimum or demand > (1.0 - headroom) * current:
+        return max(needed, current if current >= minimum else minimum)
+    if current - 1 >= minimum and demand < (1.0 - 2.0 * headroom) * (current - 1):
+        return needed
+    return current
+
+
+def _choose_pool(
+    prev: frozenset[int], size: int, cores: tuple[int, ...], inline_load: F64
+) -> frozenset[int]:
+    """Resize the pool, keeping the cores it has: grow onto the least inline-loaded cores
+    (highest number first on ties), shrink from the lowest-numbered."""
+    pool = sorted(c for c in prev if c in cores)
+    if len(pool) > size:
+        return frozenset(sorted(pool)[len(pool) - size:])
+    rest = [c for c in cores if c not in pool]
+    rest.sort(key=lambda c: (inline_load[c], -c))
+    return frozenset(pool + rest[: size - len(pool)])
+
+
+def plan_operations(inp: PlanInput, params: Placement) -> PlanOutput:
+    n = inp.key.shape[0]
+    ncores = (max(inp.cores) + 1) if inp.cores else 1
+    ncores = max(ncores, int(inp.core.max()) + 1 if n else 0)
+    ops_first: list[Operation] = []  # operator pins
+    budget = params.max_moves
+    managed = inp.managed
+
+    # -- 1. modes ---------------------------------------------------------------
+    target = inp.mode.copy()
+    pinned = managed & (inp.pin_mode >= 0)
+    target[pinned] = inp.pin_mode[pinned].astype(np.uint8)
+    auto = managed & ~pinned & inp.eligible & (inp.want != inp.mode)
+    cand = np.flatnonzero(auto)
+    if cand.size > budget:
+        # Budget short: the most urgent first, the rest next tick.
+        if budget > 0:
+            cand = cand[np.argpartition(-inp.urgency[cand], budget - 1)[:budget]]
+        else:
+            cand = cand[:0]
+    target[cand] = inp.want[cand]
+    touched = np.zeros(n, dtype=bool)
+    touched[cand] = True
+    budget -= int(cand.size)
+
+    # -- 2. the vanilla pool ------------------------------------------------------
+    inline = target == Mode.INLINE
+    vanilla = ~inline
+    if inp.pool is None:
+        observed = frozenset().union(*inp.crypt_cores) if inp.crypt_cores else frozenset()
+        prev_pool = frozenset(c for c in observed if c in inp.cores)
+        if len(prev_pool) == len(inp.cores) and inline.any():
+            prev_pool = frozenset()  # the stock "all cores" mask is not a decision
+    else:
+        prev_pool = inp.pool
+    demand_v = float(inp.load_vanilla[vanilla].sum())
+    demand_i = float(inp.load_inline[inline].sum())
+    n_inline = int(inline.sum())
+    if vanilla.any():
+        size = size_pool(demand_v, len(prev_pool), max(params.vanilla_pool_min, 1),
+                         params.pool_headroom)
+        inline_min = 0
+        if n_inline:
+            inline_min = min(n_inline, max(1, math.ceil(demand_i / params.core_capacity)))
+        size = max(1, min(size, len(inp.cores) - inline_min))
+    else:
+        size = 0
+    keep_core = np.where(inline & (inp.core >= 0) & (inp.core < ncores), inp.core, 0)
+    inline_load_now: F64 = np.bincount(
+        keep_core[inline], weights=np.maximum(inp.load_inline[inline], MIN_LOAD),
+        minlength=ncores,
+    ).astype(np.float64)
+    pool = _choose_pool(prev_pool, size, inp.cores, inline_load_now) if size else frozenset()
+    inline_cores = np.asarray([c for c in inp.cores if c not in pool] or list(inp.cores),
+                              dtype=np.int64)
+
+    # -- 3. cores -----------------------------------------------------------------
+    new_core = inp.core.copy()
+    is_inline_core = np.zeros(ncores, dtype=bool)
+    is_inline_core[inline_cores] = True
+    is_pool_core = np.zeros(ncores, dtype=bool)
+    is_pool_core[list(pool)] = True
+    pin_core = managed & (inp.pin_core >= 0) & (inp.pin_core < ncores)
+    new_core[pin_core] = inp.pin_core[pin_core]
+    valid_core = (new_core >= 0) & (new_core < ncores)
+    clipped = np.where(valid_core, new_core, 0)
+    misplaced = managed & ~pin_core & np.where(
+        inline, ~(valid_core & is_inline_core[clipped]),
+        ~(valid_core & is_pool_core[clipped]) & bool(pool),
+    )
+    load = np.maximum(inp.load_inline, MIN_LOAD)
+    settled_inline = inline & ~misplaced
+    core_load = np.bincount(
+        np.where(settled_inline, clipped, 0)[settled_inline],
+        weights=load[settled_inline], minlength=ncores,
+    ).astype(np.float64)
+    # Peers that switch mode are placed whatever the budget: a mode change without its
+    # core would start the new path on the data plane's default core.
+    must = np.flatnonzero(misplaced & (target != inp.mode))
+    rest = np.flatnonzero(misplaced & (target == inp.mode))
+    if rest.size > budget:
+        rest = rest[np.argsort(-load[rest], kind="stable")[: max(budget, 0)]]
+    budget -= int(rest.size)
+    place = np.concatenate([must, rest]).astype(np.int64)
+    # Largest first onto the least-loaded core (LPT): max load <= mean + largest.
+    order = place[np.argsort(-np.where(inline[place], load[place], 0.0), kind="stable")]
+    pool_list = np.asarray(sorted(pool), dtype=np.int64)
+    pool_count = np.bincount(
+        np.where(vanilla & valid_core & ~misplaced, clipped, 0)[vanilla & valid_core & ~misplaced],
+        minlength=ncores,
+    ).astype(np.float64)
+    for i in order.tolist():
+        if inline[i]:
+            c = int(inline_cores[np.argmin(core_load[inline_cores])])
+            core_load[c] += load[i]
+        else:
+            c = int(pool_list[np.argmin(pool_count[pool_list])])
+            pool_count[c] += 1
+        new_core[i] = c
+        touched[i] = True
+
+    # Rebalance: move a tunnel from the hottest to the coldest inline core while that
+    # closes the gap by `migrate_improvement` of it and the budget lasts.
+    movable = inline & managed & ~pin_core
+    while budget > 0 and inline_cores.size > 1:
+        loads = core_load[inline_cores]
+        hot = int(inline_cores[np.argmax(loads)])
+        cold = int(inline_cores[np.argmin(loads)])
+        gap = core_load[hot] - core_load[cold]
+        if gap < MIN_GAP:
+            break
+        on_hot = np.flatnonzero(movable & (new_core == hot))
+        if on_hot.size < 2 and core_load[hot] <= 1.0:
+            break  # a tunnel alone on its core: moving it cannot help
+        after = np.abs((core_load[hot] - load[on_hot]) - (core_load[cold] + load[on_hot]))
+        best = int(np.argmin(after))
+        if after[best] > (1.0 - params.migrate_improvement) * gap:
+            break
+        i = int(on_hot[best])
+        core_load[hot] -= load[i]
+        core_load[cold] += load[i]
+        new_core[i] = cold
+        if not touched[i]:
+            budget -= 1
+            touched[i] = True
+
+    # -- 4. operations, in the order the data plane should see them ------------------
+    ops: list[Operation] = []
+    ifn = inp.ifnames
+    for i in np.flatnonzero((target != inp.mode) | (new_core != inp.core)).tolist():
+        name, key = ifn[int(inp.iface[i])], bytes(inp.key[i])
+        mode_op = SetPeerMode(name, key, Mode(int(target[i])))
+        core_op = SetPeerCore(name, key, int(new_core[i]))
+        seq: list[Operation] = []
+        moved = new_core[i] != inp.core[i]
+        if target[i] == inp.mode[i]:
+            seq = [core_op]
+        elif target[i] == Mode.INLINE:
+            seq = [core_op, mode_op] if moved else [mode_op]  # core first: start inline there
+        else:
+            seq = [mode_op, core_op] if moved else [mode_op]  # leave inline, then move
+        (ops_first if pinned[i] or pin_core[i] else ops).extend(seq)
+
+    dev_ops: list[Operation] = []
+    for k, name in enumerate(ifn):
+        on_dev = inp.iface == k
+        if pool and inp.crypt_cores[k] != pool:
+            dev_ops.append(SetCryptCores(name, pool))
+        if params.threaded_napi is NapiPolicy.AUTO:
+            want_napi = bool((vanilla & on_dev).any())
+        else:
+            want_napi = params.threaded_napi is NapiPolicy.ON
+        if inp.threaded_napi[k] != want_napi:
+            dev_ops.append(SetThreadedNapi(name, want_napi))
+    # Device settings first, so that tunnels turning vanilla land on a ready pool.
+    return PlanOutput(tuple(dev_ops + ops_first + ops), pool, target, new_core)

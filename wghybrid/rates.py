@@ -1,0 +1,171 @@
+"""Rates: per-peer smoothed rates from cumulative counters (pure, vectorised).
+
+Stage two of a tick: sample -> **rates** -> classify -> plan -> apply.
+
+The data plane reports cumulative counters. This stage turns two consecutive readings
+into rates and smooths them with an exponentially weighted moving average whose weight
+depends on the real time between the readings, so a late or missed sample weighs as much
+as the time it covers (alpha = 1 - 2^(-dt / half_life)).
+
+Correctness at the edges, each handled without a Python loop per peer:
+- a peer that appears has no rate until its second reading (its first is a baseline);
+- a peer that vanishes is dropped; if it comes back it starts again from a baseline;
+- a counter that restarts (module reloaded, peer re-added: `epoch` changes, or any
+  counter goes backwards) is re-baselined instead of producing a huge or negative rate;
+- a reading whose time did not advance changes nothing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from wghybrid.model import F64, U64, GatewaySample, Keys, PeerTable
+
+_COUNTERS = ("rx_bytes", "tx_bytes", "rx_packets", "tx_packets", "rx_cpu_ns", "tx_cpu_ns", "drops")
+_RATES = ("rx_bps", "tx_bps", "rx_pps", "tx_pps", "cpu", "drop_pps")
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class Rates:
+    """Smoothed per-peer rates, aligned row for row with the sample they came from."""
+
+    now: float
+    ifnames: tuple[str, ...]
+    iface: np.ndarray
+    key: Keys
+    epoch: U64
+    counters: U64
+    """Shape (len(_COUNTERS), n): the last raw counters, for the next delta."""
+    rx_bps: F64
+    tx_bps: F64
+    rx_pps: F64
+    tx_pps: F64
+    cpu: F64
+    """CPU used processing the peer (rx + tx), in cores."""
+    drop_pps: F64
+    valid: np.ndarray
+    """bool: the peer has at least one delta behind its rates."""
+
+    def __len__(self) -> int:
+        return int(self.key.shape[0])
+
+    @property
+    def gbps(self) -> F64:
+        return np.asarray((self.rx_bps + self.tx_bps) / 1e9, dtype=np.float64)
+
+
+def identities(ifnames: tuple[str, ...], iface: np.ndarray, key: Keys) -> list[bytes]:
+    """One hashable identity per row: interface name + raw key."""
+    names = [n.encode() for n in ifnames]
+    return [names[i] + b"/" + bytes(k) for i, k in zip(iface.tolist(), key.tolist(), strict=True)]
+
+
+def same_rows(prev: Rates, ifnames: tuple[str, ...], peers: PeerTable) -> bool:
+    """True when the sample lists the same peers in the same order (the common case)."""
+    return (
+        prev.ifnames == ifnames
+        and prev.key.shape == peers.key.shape
+        and bool(np.array_equal(prev.iface, peers.iface))
+        and bool(np.array_equal(prev.key, peers.key))
+    )
+
+
+def alignment(prev: Rates, ifnames: tuple[str, ...], peers: PeerTable) -> np.ndarray:
+    """For each row of `peers`, the row of `prev` with the same identity, or -1.
+
+    Only runs when the peer set changed, so a dict is fine here: churn is rare and the
+    steady state takes the `same_rows` fast path.
+    """
+    index = {ident: i for i, ident in enumerate(identities(prev.ifnames, prev.iface, prev.key))}
+    rows = [index.get(ident, -1) for ident in identities(ifnames, peers.iface, peers.key)]
+    return np.asarray(rows, dtype=np.int64)
+
+
+def _stack(peers: PeerTable) -> U64:
+    return np.stack([getattr(peers, c) for c in _COUNTERS]).astype(np.uint64, copy=False)
+
+
+def realign(prev: Rates | None, sample: GatewaySample) -> np.ndarray | None:
+    """None when the sample lists the same peers as `prev` in the same order, else, for
+    each row of the sample, the row of `prev` with the same identity or -1."""
+    ifnames = tuple(i.name for i in sample.interfaces)
+    if prev is None or same_rows(prev, ifnames, sample.peers):
+        return None
+    return alignment(prev, ifnames, sample.peers)
+
+
+def update_rates(
+    prev: Rates | None, sample: GatewaySample, half_life: float,
+    rows: np.ndarray | None | bool = True,
+) -> Rates:
+    """Fold one sample into the smoothed rates; returns new state, `prev` is untouched.
+
+    `rows` is `realign(prev, sample)` when the caller has it already (True: compute it).
+    """
+    peers = sample.peers
+    ifnames = tuple(i.name for i in sample.interfaces)
+    n = len(peers)
+    counters = _stack(peers)
+    if prev is None:
+        return _make(sample.now, ifnames, peers, peers.epoch.copy(), counters,
+                     [np.zeros(n) for _ in _RATES], np.zeros(n, dtype=bool))
+
+    dt = sample.now - prev.now
+    if rows is True:
+        rows = realign(prev, sample)
+    if rows is None or rows is False:
+        rows = None
+        old_counters, old_epoch, old_valid = prev.counters, prev.epoch, prev.valid
+        old = [getattr(prev, r) for r in _RATES]
+    else:
+        assert isinstance(rows, np.ndarray)
+        known = rows >= 0
+        take = np.where(known, rows, 0)
+        old_counters = np.where(known, prev.counters[:, take], counters) if len(prev) else counters
+        old_epoch = np.where(known, prev.epoch[take], peers.epoch) if len(prev) else peers.epoch
+        old_valid = (known & prev.valid[take]) if len(prev) else np.zeros(n, dtype=bool)
+        old = [
+            np.where(known, getattr(prev, r)[take], 0.0) if len(prev) else np.zeros(n)
+            for r in _RATES
+        ]
+
+    if dt <= 0:
+        # Time did not advance (a duplicate or out-of-order reading): keep the baseline.
+        return _make(prev.now, ifnames, peers, old_epoch.copy(), old_counters.copy(),
+                     [np.asarray(o, dtype=np.float64).copy() for o in old],
+                     np.asarray(old_valid).copy())
+
+    # A restart: new epoch, or any counter going backwards. Such rows re-baseline.
+    backwards = np.any(counters < old_counters, axis=0)
+    reset = backwards | (peers.epoch != old_epoch)
+    if rows is not None:
+        reset |= rows < 0
+    delta = (counters - np.where(reset, counters, old_counters)).astype(np.float64)
+    inst = (
+        delta[0] * 8.0 / dt,
+        delta[1] * 8.0 / dt,
+        delta[2] / dt,
+        delta[3] / dt,
+        (delta[4] + delta[5]) / 1e9 / dt,
+        delta[6] / dt,
+    )
+    alpha = 1.0 - 2.0 ** (-dt / half_life) if half_life > 0 else 1.0
+    # A peer's first delta seeds its average; later ones are blended in.
+    first = ~np.asarray(old_valid) & ~reset
+    blended = []
+    for o, x in zip(old, inst, strict=True):
+        v = np.where(first, x, o + alpha * (x - o))
+        blended.append(np.where(reset, np.asarray(o) * np.asarray(old_valid), v))
+    valid = (np.asarray(old_valid) | first) & ~(reset & ~np.asarray(old_valid))
+    return _make(sample.now, ifnames, peers, peers.epoch.copy(), counters, blended, valid)
+
+
+def _make(
+    now: float, ifnames: tuple[str, ...], peers: PeerTable, epoch: U64, counters: U64,
+    rates: list[np.ndarray], valid: np.ndarray,
+) -> Rates:
+    rx_bps, tx_bps, rx_pps, tx_pps, cpu, drop_pps = (np.asarray(r, np.float64) for r in rates)
+    return Rates(now, ifnames, peers.iface.copy(), peers.key.copy(), epoch, counters,
+                 rx_bps, tx_bps, rx_pps, tx_pps, cpu, drop_pps, valid)
