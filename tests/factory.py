@@ -61,9 +61,15 @@ class Gateway:
         )
 
     def apply(self, plan: Sequence[object]) -> None:
-        from wghybrid.model import SetCryptCores, SetPeerCore, SetPeerMode, SetThreadedNapi
+        from wghybrid.model import (
+            SetCryptCores,
+            SetPeerCore,
+            SetPeerMode,
+            SetThreadedNapi,
+            raw_key,
+        )
 
-        rows = {(self.ifnames[int(i)], bytes(k)): r
+        rows = {(self.ifnames[int(i)], raw_key(k)): r
                 for r, (i, k) in enumerate(zip(self.iface, self.keys, strict=True))}
         for op in plan:
             if isinstance(op, SetPeerMode):

@@ -37,6 +37,7 @@ from wghybrid.model import (
     SetPeerCore,
     SetPeerMode,
     SetThreadedNapi,
+    raw_key,
 )
 from wghybrid.placement import PlanInput, PlanOutput, plan_operations
 from wghybrid.policy import Policy
@@ -264,10 +265,10 @@ class Controller:
         peers, st, ifn = self._sample.peers, self._peers, self._rates.ifnames if self._rates else ()
         ops: list[Operation] = []
         for i in np.flatnonzero(peers.mode != st.found_mode).tolist():
-            ident = ifn[int(peers.iface[i])].encode() + b"/" + bytes(peers.key[i])
+            ident = ifn[int(peers.iface[i])].encode() + b"/" + raw_key(peers.key[i])
             if ident in self._unmanaged:
                 continue
-            ops.append(SetPeerMode(ifn[int(peers.iface[i])], bytes(peers.key[i]),
+            ops.append(SetPeerMode(ifn[int(peers.iface[i])], raw_key(peers.key[i]),
                                    Mode(int(st.found_mode[i]))))
         return tuple(ops)
 
@@ -290,7 +291,7 @@ class Controller:
             rows = np.flatnonzero(peers.iface == k).tolist()
             plist = []
             for i in rows:
-                key = bytes(peers.key[i])
+                key = raw_key(peers.key[i])
                 ov = pins.get((dev.name, key))
                 plist.append(PeerStatus(
                     interface=dev.name,

@@ -66,6 +66,11 @@ def decode_key(text: str) -> bytes:
     return raw
 
 
+def raw_key(value: bytes | np.bytes_) -> bytes:
+    """A key read back from an "S32" array: numpy drops trailing NUL bytes, put them back."""
+    return bytes(value).ljust(KEY_LEN, b"\0")
+
+
 def encode_key(raw: bytes) -> str:
     return base64.b64encode(bytes(raw).ljust(KEY_LEN, b"\0")).decode()
 

@@ -41,6 +41,7 @@ from wghybrid.model import (
     SetPeerCore,
     SetPeerMode,
     SetThreadedNapi,
+    raw_key,
 )
 from wghybrid.policy import NapiPolicy, Placement
 
@@ -255,7 +256,7 @@ def plan_operations(inp: PlanInput, params: Placement) -> PlanOutput:
     ops: list[Operation] = []
     ifn = inp.ifnames
     for i in np.flatnonzero((target != inp.mode) | (new_core != inp.core)).tolist():
-        name, key = ifn[int(inp.iface[i])], bytes(inp.key[i])
+        name, key = ifn[int(inp.iface[i])], raw_key(inp.key[i])
         mode_op = SetPeerMode(name, key, Mode(int(target[i])))
         core_op = SetPeerCore(name, key, int(new_core[i]))
         seq: list[Operation] = []

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from wghybrid.model import F64, U64, GatewaySample, Keys, PeerTable
+from wghybrid.model import F64, U64, GatewaySample, Keys, PeerTable, raw_key
 
 _COUNTERS = ("rx_bytes", "tx_bytes", "rx_packets", "tx_packets", "rx_cpu_ns", "tx_cpu_ns", "drops")
 _RATES = ("rx_bps", "tx_bps", "rx_pps", "tx_pps", "cpu", "drop_pps")
@@ -59,7 +59,7 @@ class Rates:
 def identities(ifnames: tuple[str, ...], iface: np.ndarray, key: Keys) -> list[bytes]:
     """One hashable identity per row: interface name + raw key."""
     names = [n.encode() for n in ifnames]
-    return [names[i] + b"/" + bytes(k) for i, k in zip(iface.tolist(), key.tolist(), strict=True)]
+    return [names[i] + b"/" + raw_key(k) for i, k in zip(iface.tolist(), key.tolist(), strict=True)]
 
 
 def same_rows(prev: Rates, ifnames: tuple[str, ...], peers: PeerTable) -> bool:

@@ -1,0 +1,165 @@
+"""The controller over many ticks: no flapping, adoption, overrides, error sorting."""
+
+from __future__ import annotations
+
+import asyncio
+
+import numpy as np
+import pytest
+from factory import Gateway, key
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from wghybrid.controller import Controller
+from wghybrid.dataplane import PermanentError, TransientError
+from wghybrid.loop import run_tick
+from wghybrid.model import GatewaySample, Mode, Operation, Override, SetPeerMode
+from wghybrid.policy import Classify, Policy
+
+pytestmark = pytest.mark.unit
+
+
+def policy(dwell: float = 10.0, heat: float = 3.0) -> Policy:
+    return Policy(interval=1.0, smoothing=2.0,
+                  classify=Classify(min_dwell=dwell, latent_heat=heat))
+
+
+def offered_to_delivered(gw: Gateway, offered: np.ndarray) -> np.ndarray:
+    return np.where(gw.mode == Mode.INLINE, np.minimum(offered, 2.8), np.minimum(offered, 5.0))
+
+
+def drive(c: Controller, gw: Gateway, offered: np.ndarray, ticks: int) -> list[list[int]]:
+    """Tick `ticks` times at 1 s; returns the modes after each tick."""
+    history = []
+    for _ in range(ticks):
+        gw.advance(1.0, offered_to_delivered(gw, offered))
+        gw.apply(c.plan(gw.sample(), [], 0.0))
+        history.append(gw.mode.tolist())
+    return history
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    level=st.sampled_from([1.0, 2.0, 2.8]),  # the demote level, the promote level, saturation
+    seed=st.integers(0, 2**32 - 1),
+    dwell=st.sampled_from([5.0, 10.0, 30.0]),
+)
+def test_noise_at_a_threshold_changes_mode_at_most_once_per_dwell(
+    level: float, seed: int, dwell: float
+) -> None:
+    rng = np.random.default_rng(seed)
+    gw = Gateway(1, cores=4)
+    c = Controller(policy(dwell=dwell))
+    changes = []
+    last = gw.mode[0]
+    for t in range(300):
+        noisy = level * (1.0 + rng.uniform(-0.3, 0.3))
+        gw.advance(1.0, offered_to_delivered(gw, np.array([noisy])))
+        gw.apply(c.plan(gw.sample(), [], 0.0))
+        if gw.mode[0] != last:
+            changes.append(t)
+            last = gw.mode[0]
+    gaps = np.diff(changes)
+    assert (gaps >= dwell).all(), changes
+
+
+def test_an_elephant_moves_to_vanilla_and_back_when_it_stops() -> None:
+    gw = Gateway(4, cores=8)
+    c = Controller(policy(dwell=10.0))
+    hist = drive(c, gw, np.array([10.0, 0.3, 0.3, 0.3]), 30)
+    assert hist[-1] == [Mode.VANILLA, Mode.INLINE, Mode.INLINE, Mode.INLINE]
+    first = next(t for t, m in enumerate(hist) if m[0] == Mode.VANILLA)
+    assert 10 <= first <= 16  # waits for its dwell, then for latent heat
+    hist = drive(c, gw, np.array([0.1, 0.3, 0.3, 0.3]), 40)
+    assert hist[-1][0] == Mode.INLINE
+    assert sum(a[0] != b[0] for a, b in zip(hist, hist[1:], strict=False)) == 1
+
+
+def test_restart_adopts_what_it_finds_without_transitions() -> None:
+    gw = Gateway(3, cores=8, modes=[Mode.VANILLA, Mode.INLINE, Mode.VANILLA])
+    c = Controller(policy(dwell=10.0))
+    # A brand-new controller on a running gateway: nothing for a whole dwell period.
+    for _ in range(9):
+        gw.advance(1.0, np.array([0.5, 0.5, 4.0]))
+        plan = c.plan(gw.sample(), [], 0.0)
+        assert not [op for op in plan if isinstance(op, SetPeerMode)]
+        gw.apply(plan)
+    assert gw.mode.tolist() == [Mode.VANILLA, Mode.INLINE, Mode.VANILLA]
+
+
+def test_override_pins_mode_and_expires() -> None:
+    gw = Gateway(2, cores=4)
+    c = Controller(policy(dwell=5.0))
+    pin = Override("wg0", key(1), mode=Mode.VANILLA, expires=100.0)
+    gw.advance(1.0, np.array([0.1, 0.1]))
+    plan = c.plan(gw.sample(), [pin], wall_now=50.0)
+    assert SetPeerMode("wg0", key(1), Mode.VANILLA) in plan
+    gw.apply(plan)
+    st_ = {p.public_key: p for p in c.status([pin], 50.0)[0].peers}
+    assert st_[key(1)].pinned and st_[key(1)].override == pin
+    # expired: the controller takes over again, after the dwell, and sends it back inline
+    for _ in range(20):
+        gw.advance(1.0, np.array([0.1, 0.1]))
+        gw.apply(c.plan(gw.sample(), [pin], wall_now=200.0))
+    assert gw.mode.tolist() == [Mode.INLINE, Mode.INLINE]
+
+
+class FlakyPlane:
+    """A DataPlane over the toy gateway whose apply fails as told."""
+
+    def __init__(self, gw: Gateway, fail: dict[bytes, Exception]) -> None:
+        self.gw, self.fail = gw, fail
+        self.applied: list[Operation] = []
+
+    async def sample(self) -> GatewaySample:
+        return self.gw.sample()
+
+    async def apply(self, op: Operation) -> None:
+        err = self.fail.get(getattr(op, "public_key", b""))
+        if err is not None:
+            raise err
+        self.gw.apply([op])
+        self.applied.append(op)
+
+    async def close(self) -> None:
+        return None
+
+
+def test_run_tick_sorts_transient_and_permanent_errors() -> None:
+    gw = Gateway(3, cores=8)
+    plane = FlakyPlane(gw, {key(0): TransientError("EBUSY"), key(1): PermanentError("ENOENT")})
+    c = Controller(policy())
+    lines: list[str] = []
+
+    async def go() -> None:
+        for _ in range(3):
+            gw.advance(1.0, np.array([0.1, 0.1, 0.1]))
+            await run_tick(plane, c, [], 0.0, log=lines.append)
+
+    asyncio.run(go())
+    assert gw.core.tolist()[2] >= 0 and gw.core.tolist()[:2] == [-1, -1]
+    unmanaged = c.unmanaged()
+    assert list(unmanaged) == [("wg0", key(1))] and "ENOENT" in unmanaged[("wg0", key(1))]
+    # the transient one is retried every tick, the permanent one only once
+    assert sum("EBUSY" in line for line in lines) == 3
+    assert sum("ENOENT" in line for line in lines) == 1
+    assert any(line.startswith("[#] peer wg0/") for line in lines)
+    peer1 = next(p for p in c.status()[0].peers if p.public_key == key(1))
+    assert peer1.unmanaged is not None and "ENOENT" in peer1.unmanaged
+
+
+def test_dry_run_changes_nothing() -> None:
+    gw = Gateway(3, cores=8)
+    plane = FlakyPlane(gw, {})
+    c = Controller(policy())
+    gw.advance(1.0, np.array([0.1, 0.1, 0.1]))
+    res = asyncio.run(run_tick(plane, c, [], 0.0, dry_run=True))
+    assert res.plan and not plane.applied and res.results == ()
+
+
+def test_restore_plan_puts_back_found_modes() -> None:
+    gw = Gateway(2, cores=4, modes=[Mode.VANILLA, Mode.INLINE])
+    c = Controller(policy(dwell=0.0, heat=1.0))
+    drive(c, gw, np.array([0.1, 0.1]), 10)
+    assert gw.mode.tolist() == [Mode.INLINE, Mode.INLINE]
+    assert c.restore_plan() == (SetPeerMode("wg0", key(0), Mode.VANILLA),)

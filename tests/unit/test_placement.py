@@ -1,0 +1,174 @@
+"""The planner: pool sizing, inline spread, budgets, and its properties."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+import pytest
+from factory import key
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from wghybrid.model import Mode, SetCryptCores, SetPeerCore, SetPeerMode, SetThreadedNapi
+from wghybrid.placement import MIN_LOAD, PlanInput, PlanOutput, plan_operations, size_pool
+from wghybrid.policy import NapiPolicy, Placement
+
+pytestmark = pytest.mark.unit
+
+
+def make(
+    mode: list[int], want: list[int] | None = None, core: list[int] | None = None,
+    load: list[float] | None = None, cores: int = 8, pool: frozenset[int] | None = None,
+    crypt: frozenset[int] | None = None, eligible: bool = True, threaded: bool = False,
+) -> PlanInput:
+    n = len(mode)
+    m = np.asarray(mode, np.uint8)
+    ld = np.asarray(load if load is not None else [0.1] * n, np.float64)
+    return PlanInput(
+        now=100.0, ifnames=("wg0",), iface=np.zeros(n, np.int32),
+        key=np.array([key(i) for i in range(n)], dtype="S32"), mode=m,
+        core=np.asarray(core if core is not None else [-1] * n, np.int32),
+        want=np.asarray(want if want is not None else mode, np.uint8),
+        eligible=np.full(n, eligible), urgency=ld.copy(),
+        pin_mode=np.full(n, -1, np.int8), pin_core=np.full(n, -1, np.int32),
+        managed=np.ones(n, bool), load_inline=ld, load_vanilla=ld * 1.9,
+        cores=tuple(range(cores)),
+        crypt_cores=(crypt if crypt is not None else frozenset(range(cores)),),
+        threaded_napi=(threaded,), pool=pool,
+    )
+
+
+def applied(inp: PlanInput, out: PlanOutput) -> PlanInput:
+    """The situation after the data plane carried out `out.plan`."""
+    mode, core = inp.mode.copy(), inp.core.copy()
+    crypt, threaded = inp.crypt_cores[0], inp.threaded_napi[0]
+    for op in out.plan:
+        if isinstance(op, SetPeerMode):
+            mode[int.from_bytes(op.public_key[:4], "big")] = op.mode
+        elif isinstance(op, SetPeerCore):
+            core[int.from_bytes(op.public_key[:4], "big")] = op.core
+        elif isinstance(op, SetCryptCores):
+            crypt = op.cores
+        elif isinstance(op, SetThreadedNapi):
+            threaded = op.enabled
+    return replace(inp, mode=mode, core=core, crypt_cores=(crypt,), threaded_napi=(threaded,),
+                   pool=out.pool)
+
+
+def test_pool_sizing_has_hysteresis() -> None:
+    assert size_pool(0.0, 0, 2, 0.25) == 2
+    assert size_pool(3.0, 2, 2, 0.25) == 4  # 3 > 0.75*2: grow to ceil(3/0.75)
+    assert size_pool(2.9, 4, 2, 0.25) == 4  # fits: stay
+    assert size_pool(1.6, 4, 2, 0.25) == 4  # 1.6 >= 0.5*3: not enough slack to shrink
+    assert size_pool(1.0, 4, 2, 0.25) == 2  # 1.0 < 0.5*3: shrink to what it needs
+
+
+def test_inline_tunnels_get_a_core_each_while_cores_last() -> None:
+    out = plan_operations(make([Mode.INLINE] * 6, load=[0.3] * 6), Placement())
+    assert sorted(out.core.tolist()) == [0, 1, 2, 3, 4, 5]
+    assert out.pool == frozenset()
+    assert all(isinstance(op, SetPeerCore) for op in out.plan)
+
+
+def test_elephant_goes_vanilla_with_a_pool_disjoint_from_inline_cores() -> None:
+    inp = make([Mode.INLINE] * 4, want=[Mode.VANILLA, 1, 1, 1], core=[0, 1, 2, 3],
+               load=[0.95, 0.2, 0.2, 0.2], threaded=False)
+    out = plan_operations(inp, Placement(vanilla_pool_min=2))
+    assert out.mode.tolist() == [Mode.VANILLA, 1, 1, 1]
+    assert len(out.pool) >= 2
+    assert not out.pool & set(out.core[1:].tolist())
+    assert out.core[0] in out.pool
+    kinds = [type(op) for op in out.plan]
+    assert kinds[:2] == [SetCryptCores, SetThreadedNapi]  # device first, then the peer
+    assert SetPeerMode in kinds
+
+
+def test_dwell_and_budget_bound_changes() -> None:
+    n = 10
+    inp = make([Mode.INLINE] * n, want=[Mode.VANILLA] * n, core=list(range(n)), cores=16,
+               load=[float(i) / 10 for i in range(n)], eligible=False)
+    assert plan_operations(inp, Placement()).mode.tolist() == [Mode.INLINE] * n
+    out = plan_operations(replace(inp, eligible=np.ones(n, bool)), Placement(max_moves=3))
+    moved = np.flatnonzero(out.mode == Mode.VANILLA).tolist()
+    assert moved == [7, 8, 9]  # the most urgent three
+
+
+def test_pins_apply_regardless_of_dwell_and_budget() -> None:
+    inp = make([Mode.INLINE] * 3, core=[0, 1, 2], eligible=False)
+    inp = replace(inp, pin_mode=np.array([Mode.VANILLA, -1, -1], np.int8),
+                  pin_core=np.array([-1, 5, -1], np.int32))
+    out = plan_operations(inp, Placement(max_moves=0))
+    assert out.mode.tolist()[0] == Mode.VANILLA and out.core.tolist()[1] == 5
+
+
+def test_unmanaged_peers_are_left_alone() -> None:
+    inp = make([Mode.INLINE] * 2, want=[Mode.VANILLA] * 2, core=[-1, -1])
+    inp = replace(inp, managed=np.array([False, True]))
+    out = plan_operations(inp, Placement())
+    assert out.mode[0] == Mode.INLINE and out.core[0] == -1
+    assert out.mode[1] == Mode.VANILLA
+
+
+def test_rebalance_needs_the_improvement_threshold() -> None:
+    # core 0 holds 0.5 + 0.1, core 1 holds 0.5: moving 0.1 narrows a 0.1 gap to 0.1.
+    inp = make([Mode.INLINE] * 3, core=[0, 0, 1], load=[0.5, 0.1, 0.5], cores=2)
+    assert plan_operations(inp, Placement()).plan == ()
+    # core 0 holds 0.5 + 0.4, core 1 nothing but 0.05: a move halves the gap.
+    inp = make([Mode.INLINE] * 3, core=[0, 0, 1], load=[0.5, 0.4, 0.05], cores=2)
+    out = plan_operations(inp, Placement())
+    assert [type(op) for op in out.plan] == [SetPeerCore]
+
+
+def test_threaded_napi_follows_policy() -> None:
+    inp = make([Mode.INLINE], core=[0])
+    assert plan_operations(inp, Placement(threaded_napi=NapiPolicy.AUTO)).plan == ()
+    out = plan_operations(inp, Placement(threaded_napi=NapiPolicy.ON))
+    assert out.plan == (SetThreadedNapi("wg0", True),)
+
+
+situations = st.integers(1, 40).flatmap(
+    lambda n: st.tuples(
+        st.lists(st.sampled_from([Mode.VANILLA, Mode.INLINE]), min_size=n, max_size=n),
+        st.lists(st.sampled_from([Mode.VANILLA, Mode.INLINE]), min_size=n, max_size=n),
+        st.lists(st.integers(-1, 15), min_size=n, max_size=n),
+        st.lists(st.floats(0.0, 0.5), min_size=n, max_size=n),
+        st.lists(st.booleans(), min_size=n, max_size=n),
+        st.integers(2, 16),
+    )
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(situations)
+def test_applying_a_plan_then_planning_again_yields_nothing(s: tuple) -> None:
+    mode, want, core, load, elig, ncores = s
+    core = [c if c < ncores else -1 for c in core]
+    inp = make(mode, want, core, load, cores=ncores)
+    inp = replace(inp, eligible=np.asarray(elig))
+    params = Placement(max_moves=10**6)
+    first = plan_operations(inp, params)
+    again = plan_operations(applied(inp, first), params)
+    assert again.plan == ()
+
+
+@settings(max_examples=300, deadline=None)
+@given(situations)
+def test_no_core_is_oversubscribed_by_a_plan(s: tuple) -> None:
+    """With enough room (mean inline load per inline core <= 0.5), no core's inline
+    load exceeds one core, and inline tunnels stay off the crypt pool."""
+    mode, want, core, load, elig, ncores = s
+    core = [c if c < ncores else -1 for c in core]
+    inp = make(mode, want, core, load, cores=ncores)
+    out = plan_operations(inp, Placement(max_moves=10**6))
+    inline = out.mode == Mode.INLINE
+    inline_cores = [c for c in range(ncores) if c not in out.pool]
+    demand = float(np.maximum(np.asarray(load), MIN_LOAD)[inline].sum())
+    if not inline.any() or not inline_cores or demand > 0.5 * len(inline_cores):
+        return
+    per_core = np.bincount(out.core[inline], weights=np.maximum(np.asarray(load), MIN_LOAD)[inline],
+                           minlength=ncores)
+    assert per_core.max() <= 1.0 + 1e-9
+    assert not set(out.core[inline].tolist()) & out.pool
+    if out.pool:
+        assert set(out.core[~inline].tolist()) <= out.pool

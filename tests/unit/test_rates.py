@@ -1,0 +1,120 @@
+"""Rates from cumulative counters: resets, churn, late and missed samples."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from factory import Gateway, key
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from wghybrid.model import GatewaySample, InterfaceState, PeerTable
+from wghybrid.rates import update_rates
+
+pytestmark = pytest.mark.unit
+
+
+def sample(now: float, keys: list[int], rx: list[int], epoch: list[int] | None = None,
+           cpu: list[int] | None = None) -> GatewaySample:
+    n = len(keys)
+    return GatewaySample(
+        now=now, cores=4, core_busy_ns=np.zeros(4, dtype=np.uint64),
+        interfaces=(InterfaceState("wg0", frozenset({0}), False),),
+        peers=PeerTable.build(
+            np.zeros(n, dtype=np.int32), np.array([key(k) for k in keys], dtype="S32"),
+            rx_bytes=rx, epoch=epoch or [1] * n, rx_cpu_ns=cpu or [0] * n,
+        ),
+    )
+
+
+def test_first_reading_is_a_baseline_then_rates_follow() -> None:
+    r = update_rates(None, sample(0.0, [1], [1000]), half_life=0.0)
+    assert not r.valid[0] and r.rx_bps[0] == 0
+    r = update_rates(r, sample(1.0, [1], [2000], cpu=[500_000_000]), half_life=0.0)
+    assert r.valid[0]
+    assert r.rx_bps[0] == pytest.approx(8000.0)
+    assert r.cpu[0] == pytest.approx(0.5)
+
+
+def test_late_sample_weighs_by_the_time_it_covers() -> None:
+    r = update_rates(None, sample(0.0, [1], [0]), half_life=2.0)
+    r = update_rates(r, sample(1.0, [1], [1000]), half_life=2.0)  # seeds at 8000 b/s
+    on_time = update_rates(r, sample(2.0, [1], [1000]), half_life=2.0)  # 1 s of silence
+    late = update_rates(r, sample(5.0, [1], [1000]), half_life=2.0)  # 4 s of silence
+    assert on_time.rx_bps[0] == pytest.approx(8000 * 2 ** -0.5)
+    assert late.rx_bps[0] == pytest.approx(8000 * 2 ** -2)
+
+
+def test_counter_reset_rebaselines_instead_of_a_negative_or_huge_rate() -> None:
+    r = update_rates(None, sample(0.0, [1, 2], [0, 0]), half_life=0.0)
+    r = update_rates(r, sample(1.0, [1, 2], [1000, 1000]), half_life=0.0)
+    # module reloaded: counters restart from small numbers, epoch changes for peer 1,
+    # peer 2 only goes backwards (same epoch): both are resets.
+    r2 = update_rates(r, sample(2.0, [1, 2], [10, 5], epoch=[2, 1]), half_life=0.0)
+    assert list(r2.rx_bps) == [8000.0, 8000.0]  # held, not -7920 or 2^64
+    r3 = update_rates(r2, sample(3.0, [1, 2], [1010, 1005], epoch=[2, 1]), half_life=0.0)
+    assert list(r3.rx_bps) == [8000.0, 8000.0]
+
+
+def test_counter_reset_with_bigger_numbers_is_caught_by_epoch() -> None:
+    r = update_rates(None, sample(0.0, [1], [0]), half_life=0.0)
+    r = update_rates(r, sample(1.0, [1], [1000]), half_life=0.0)
+    r = update_rates(r, sample(2.0, [1], [10**12], epoch=[7]), half_life=0.0)
+    assert r.rx_bps[0] == 8000.0
+
+
+def test_peers_appear_and_vanish() -> None:
+    r = update_rates(None, sample(0.0, [1, 2], [0, 0]), half_life=0.0)
+    r = update_rates(r, sample(1.0, [1, 2], [1000, 2000]), half_life=0.0)
+    r = update_rates(r, sample(2.0, [3, 2], [5, 4000]), half_life=0.0)  # 1 gone, 3 new
+    assert [bytes(k)[:4] for k in r.key] == [key(3)[:4], key(2)[:4]]
+    assert not r.valid[0] and r.rx_bps[0] == 0
+    assert r.valid[1] and r.rx_bps[1] == 16000.0
+    r = update_rates(r, sample(3.0, [3, 2, 1], [1005, 6000, 10**9]), half_life=0.0)
+    assert r.rx_bps[0] == 8000.0 and r.rx_bps[1] == 16000.0
+    assert not r.valid[2]  # came back: a new baseline, not the bytes since it left
+
+
+def test_time_not_advancing_changes_nothing() -> None:
+    r = update_rates(None, sample(0.0, [1], [0]), half_life=0.0)
+    r = update_rates(r, sample(1.0, [1], [1000]), half_life=0.0)
+    same = update_rates(r, sample(1.0, [1], [5000]), half_life=0.0)
+    assert same.rx_bps[0] == 8000.0 and same.now == 1.0
+    after = update_rates(same, sample(2.0, [1], [2000]), half_life=0.0)
+    assert after.rx_bps[0] == 8000.0
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    steps=st.lists(
+        st.tuples(
+            st.floats(0.05, 10.0),  # dt
+            st.integers(0, 10**9),  # bytes added
+            st.booleans(),  # reset?
+        ),
+        min_size=1, max_size=30,
+    )
+)
+def test_rates_are_finite_non_negative_and_bounded(steps: list[tuple[float, int, bool]]) -> None:
+    """Whatever the counters do, smoothed rates stay within the largest true rate seen."""
+    now, total, epoch = 0.0, 0, 1
+    r = update_rates(None, sample(now, [1], [0]), half_life=3.0)
+    peak = 0.0
+    for dt, added, reset in steps:
+        now += dt
+        if reset:
+            total, epoch = added, epoch + 1
+        else:
+            total += added
+            peak = max(peak, added * 8 / dt)
+        r = update_rates(r, sample(now, [1], [total], epoch=[epoch]), half_life=3.0)
+        assert np.isfinite(r.rx_bps).all()
+        assert 0.0 <= r.rx_bps[0] <= peak * (1 + 1e-9) + 1e-9
+
+
+def test_vectorised_over_many_peers() -> None:
+    gw = Gateway(1000)
+    r = update_rates(None, gw.sample(), half_life=0.0)
+    gw.advance(2.0, np.linspace(0.0, 4.0, 1000))
+    r = update_rates(r, gw.sample(), half_life=0.0)
+    np.testing.assert_allclose(r.gbps, np.linspace(0.0, 4.0, 1000), rtol=1e-6, atol=1e-6)
