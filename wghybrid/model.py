@@ -134,7 +134,7 @@ class PeerTable:
 
         def col(name: str, dtype: type, default: int = 0) -> np.ndarray:
             if name in columns:
-                arr = np.asarray(columns.pop(name), dtype=dtype)
+                arr: np.ndarray = np.asarray(columns.pop(name), dtype=dtype)
                 if arr.shape != (n,):
                     raise ValueError(f"column {name} has shape {arr.shape}, expected ({n},)")
                 return arr
