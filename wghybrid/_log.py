@@ -1,0 +1,71 @@
+"""Logging: the journal with structured fields under systemd, plain stderr lines otherwise.
+
+The daemon logs with `logging.getLogger("wghybrid.<module>")` and passes structured fields
+as `extra={"WGH_INTERFACE": "wg0", "WGH_PEER": "<base64>"}`. Under systemd those become
+journal fields (`journalctl -u wghybrid WGH_INTERFACE=wg0`); on a terminal they are left
+out of the line, which already names the peer.
+
+systemd tells a service that its stderr is the journal by setting JOURNAL_STREAM to the
+"device:inode" of that stream (systemd.exec(5)); a process whose stderr was redirected
+elsewhere (a pipe, a file) must not assume the journal, so both numbers are compared.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+
+IDENTIFIER = "wghybrid"
+LEVELS = ("debug", "info", "warning", "error", "critical")
+_PLAIN_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+def stderr_is_journal(environ: dict[str, str] | None = None, fd: int = 2) -> bool:
+    """True when JOURNAL_STREAM names the very stream `fd` is connected to."""
+    value = (os.environ if environ is None else environ).get("JOURNAL_STREAM", "")
+    dev, sep, ino = value.partition(":")
+    if not sep:
+        return False
+    try:
+        st = os.fstat(fd)
+        return (st.st_dev, st.st_ino) == (int(dev), int(ino))
+    except (OSError, ValueError):
+        return False
+
+
+def make_handler(journal: bool) -> logging.Handler:
+    """The handler `setup_logging` installs: JournalHandler or a plain stderr one."""
+    if journal:
+        try:
+            from systemd.journal import JournalHandler
+        except ImportError:
+            pass  # systemd-python is optional: fall back to plain lines, which journald keeps
+        else:
+            # JournalHandler passes every `extra` key of a record as a journal field
+            # (journald keeps the valid, upper-case ones such as WGH_INTERFACE).
+            handler: logging.Handler = JournalHandler(SYSLOG_IDENTIFIER=IDENTIFIER)
+            handler.setFormatter(logging.Formatter("%(message)s"))
+            return handler
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter(_PLAIN_FORMAT))
+    return handler
+
+
+def setup_logging(level: str) -> None:
+    """Route the "wghybrid" loggers to the journal or stderr at `level` ("info", "debug", ...).
+
+    Calling it again replaces the handler it installed before (tests, reconfiguration).
+    """
+    name = level.strip().lower()
+    if name not in LEVELS:
+        raise ValueError(f"unknown log level {level!r} (one of {', '.join(LEVELS)})")
+    logger = logging.getLogger("wghybrid")
+    for old in [h for h in logger.handlers if getattr(h, "_wghybrid", False)]:
+        logger.removeHandler(old)
+        old.close()
+    handler = make_handler(stderr_is_journal())
+    handler._wghybrid = True  # type: ignore[attr-defined]
+    logger.addHandler(handler)
+    logger.setLevel(name.upper())
+    logger.propagate = False

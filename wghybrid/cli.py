@@ -1,0 +1,474 @@
+"""`wghybrid`: the command line, in the manner of wireguard-tools.
+
+Subcommands come from one table (`COMMANDS`); plain `wghybrid` does what `wghybrid status`
+does. Every command but `run`, `validate` and `version` talks to the daemon over its HTTP
+API (unix socket by default, TCP with a bearer token when --url is given). Output is
+either for people (`status`, TTY-aware colour) or for scripts (`--json`, `dump`); every
+change the CLI makes is printed as one `[#] ...` line, as wg-quick does.
+
+Exit codes: 0 success, 1 failure (daemon unreachable, request refused, bad policy),
+2 bad command line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import re
+import sys
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, TextIO
+
+from wghybrid import __version__, _render
+from wghybrid.client import DEFAULT_SOCKET, ApiError, Client, ClientError, read_token
+from wghybrid.model import BadKeyError, decode_key
+
+PROG = "wghybrid"
+
+# ---------------------------------------------------------------------------
+# Argument types
+
+
+_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)([smhd]?)")
+_UNIT_SECONDS = {"": 1.0, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+
+
+def parse_duration(text: str) -> float:
+    """"90", "90s", "10m", "1h30m", "2d" -> seconds (> 0)."""
+    pos, total = 0, 0.0
+    text = text.strip()
+    while pos < len(text):
+        m = _DURATION_PART.match(text, pos)
+        if m is None:
+            break
+        total += float(m.group(1)) * _UNIT_SECONDS[m.group(2)]
+        pos = m.end()
+    if not text or pos != len(text) or total <= 0:
+        raise argparse.ArgumentTypeError(
+            f"bad duration {text!r} (examples: 90s, 10m, 1h30m, 2d)"
+        )
+    return total
+
+
+def parse_time(text: str) -> float:
+    """An ISO 8601 date-time (local time unless it names a zone) -> unix time."""
+    try:
+        when = datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"bad time {text!r} (ISO 8601, e.g. 2026-11-24T22:30 or 2026-11-24T22:30:00Z)"
+        ) from None
+    if when.tzinfo is None:
+        when = when.astimezone()  # naive: the operator's local time
+    return when.timestamp()
+
+
+def parse_core(text: str) -> int:
+    try:
+        core = int(text)
+    except ValueError:
+        core = -1
+    if core < 0:
+        raise argparse.ArgumentTypeError(f"bad core {text!r} (a core number, 0 or more)")
+    return core
+
+
+# ---------------------------------------------------------------------------
+# The context a command runs in
+
+
+@dataclass
+class Context:
+    args: argparse.Namespace
+    out: TextIO
+    err: TextIO
+
+    @property
+    def paint(self) -> _render.Palette:
+        return _render.Palette(_render.wants_colour(self.out))
+
+    def change(self, text: str) -> None:
+        """Print one change made to the system, wg-quick style."""
+        print(f"[#] {text}", file=self.out)
+
+    def json(self, data: Any) -> None:
+        json.dump(data, self.out, indent=2)
+        self.out.write("\n")
+
+    def client(self) -> Client:
+        args = self.args
+        if args.url:
+            token = read_token(args.token_file) if args.token_file else None
+            return Client.tcp(args.url, token, cafile=args.cacert, timeout=args.timeout)
+        return Client.unix(args.socket, timeout=args.timeout)
+
+
+def _api(command: Callable[[Context, Client], Awaitable[int]]) -> Callable[[Context], int]:
+    """Run an async command with a connected client."""
+
+    def run(ctx: Context) -> int:
+        async def go() -> int:
+            async with ctx.client() as api:
+                return await command(ctx, api)
+
+        return asyncio.run(go())
+
+    return run
+
+
+# ---------------------------------------------------------------------------
+# Peers: a base64 key or a friendly name
+
+
+async def resolve_peer(api: Client, interface: str, text: str) -> tuple[str, str]:
+    """(base64 key, label) of `text` on `interface`: a key, a name, or a unique key prefix."""
+    try:
+        decode_key(text)
+    except BadKeyError:
+        pass
+    else:
+        return text, text[:8]
+    peers = (await api.get("/v1/peers", {"interface": interface}))["peers"]
+    for match in (
+        lambda p: p.get("name") == text,
+        lambda p: str(p.get("name") or "").casefold() == text.casefold(),
+        lambda p: len(text) >= 4 and str(p["public_key"]).startswith(text),
+    ):
+        found = [p for p in peers if match(p)]
+        if len(found) == 1:
+            return str(found[0]["public_key"]), _render.peer_label(found[0])
+        if len(found) > 1:
+            labels = ", ".join(str(p["public_key"])[:8] for p in found)
+            raise ClientError(f"{text!r} matches several peers on {interface}: {labels}")
+    raise ClientError(
+        f"{interface} has no peer {text!r} (a base64 key, a name, or the start of a key)"
+    )
+
+
+async def peer_names(api: Client) -> dict[tuple[str, str], str]:
+    peers = (await api.get("/v1/peers"))["peers"]
+    return {(str(p["interface"]), str(p["public_key"])): str(p.get("name") or "") for p in peers}
+
+
+# ---------------------------------------------------------------------------
+# Commands
+
+
+async def cmd_status(ctx: Context, api: Client) -> int:
+    status = await api.get("/v1/status")
+    iface = ctx.args.interface
+    if iface is not None and not any(i.get("name") == iface for i in status["interfaces"]):
+        raise ClientError(f"{iface} is not an interface the daemon manages")
+    if ctx.args.json:
+        if iface is not None:
+            only = [i for i in status["interfaces"] if i["name"] == iface]
+            status = {**status, "interfaces": only}
+        ctx.json(status)
+    else:
+        ctx.out.write(_render.render_status(status, ctx.paint, interface=iface))
+    return 0
+
+
+async def cmd_dump(ctx: Context, api: Client) -> int:
+    status = await api.get("/v1/status")
+    iface = ctx.args.interface
+    if iface is not None and not any(i.get("name") == iface for i in status["interfaces"]):
+        raise ClientError(f"{iface} is not an interface the daemon manages")
+    ctx.out.write(_render.render_dump(status, iface))
+    return 0
+
+
+async def cmd_override_set(ctx: Context, api: Client) -> int:
+    args = ctx.args
+    key, label = await resolve_peer(api, args.interface, args.peer)
+    body: dict[str, Any] = {"interface": args.interface, "public_key": key}
+    if args.mode is not None:
+        body["mode"] = args.mode
+    if args.core is not None:
+        body["core"] = args.core
+    if args.duration is not None:
+        body["expires_in"] = args.duration
+    if args.until is not None:
+        body["expires"] = args.until
+    if args.reason is not None:
+        body["reason"] = args.reason
+    ov = (await api.post("/v1/overrides", body))["override"]
+    if args.json:
+        ctx.json({"override": ov})
+        return 0
+    what = [f"mode {ov['mode']}"] if ov.get("mode") is not None else []
+    if ov.get("core") is not None:
+        what.append(f"core {ov['core']}")
+    line = f"override {args.interface}/{label} {' '.join(what)}"
+    line += f" until {_render.format_expiry(ov.get('expires'), time.time())}"
+    if ov.get("reason"):
+        line += f": {_render.printable(str(ov['reason']))}"
+    ctx.change(line)
+    return 0
+
+
+async def cmd_override_clear(ctx: Context, api: Client) -> int:
+    args = ctx.args
+    key, label = await resolve_peer(api, args.interface, args.peer)
+    cleared = (await api.delete("/v1/overrides", {"interface": args.interface, "public_key": key}))
+    if args.json:
+        ctx.json(cleared)
+        return 0
+    ctx.change(f"override {args.interface}/{label} cleared")
+    return 0
+
+
+async def cmd_override_list(ctx: Context, api: Client) -> int:
+    overrides = (await api.get("/v1/overrides"))["overrides"]
+    if ctx.args.json:
+        ctx.json({"overrides": overrides})
+        return 0
+    names = await peer_names(api) if overrides else {}
+    ctx.out.write(_render.render_overrides(overrides, names, ctx.paint, time.time()))
+    return 0
+
+
+async def cmd_policy_show(ctx: Context, api: Client) -> int:
+    data = await api.get("/v1/policy")
+    if ctx.args.json:
+        ctx.json(data)
+        return 0
+    ctx.out.write(_render.render_policy(data["policy"], data.get("error"), ctx.paint))
+    return 0
+
+
+async def cmd_policy_reload(ctx: Context, api: Client) -> int:
+    try:
+        data = await api.post("/v1/policy/reload")
+    except ApiError as exc:
+        if exc.status == 422:
+            raise ClientError(
+                f"policy rejected, the running one is unchanged: {exc.message}"
+            ) from None
+        raise
+    if ctx.args.json:
+        ctx.json(data)
+        return 0
+    policy = data.get("policy") or {}
+    ctx.change(f"policy reloaded: {policy.get('name', '?')} from {policy.get('source', '?')}")
+    return 0
+
+
+def cmd_validate(ctx: Context) -> int:
+    from wghybrid.policy import validate_command
+
+    code, message = validate_command(ctx.args.file, ctx.args.cores)
+    print(message, file=ctx.out if code == 0 else ctx.err)
+    return code
+
+
+def cmd_version(ctx: Context) -> int:
+    print(f"{PROG} {__version__}", file=ctx.out)
+    return 0
+
+
+def cmd_run_misplaced(ctx: Context) -> int:
+    print(f"{PROG}: 'run' takes its own options and must come first: {PROG} run --help",
+          file=ctx.err)
+    return 2
+
+
+def run_daemon(argv: Sequence[str]) -> int:
+    """`wghybrid run ...`: the daemon's own parser and entry point."""
+    from wghybrid import daemon
+
+    parser = argparse.ArgumentParser(
+        prog=f"{PROG} run", description="Run the wghybrid daemon in the foreground."
+    )
+    daemon.add_run_arguments(parser)
+    return daemon.run_command(parser.parse_args(argv))
+
+
+# ---------------------------------------------------------------------------
+# The command table
+
+
+def _args_interface(p: argparse.ArgumentParser) -> None:
+    p.add_argument("interface", nargs="?", metavar="IFACE", help="only this interface")
+
+
+def _args_override_set(p: argparse.ArgumentParser) -> None:
+    p.add_argument("interface", metavar="IFACE")
+    p.add_argument("peer", metavar="PEER", help="base64 public key, friendly name or key prefix")
+    p.add_argument("--mode", choices=("vanilla", "inline"), help="pin the mode")
+    p.add_argument("--core", type=parse_core, metavar="N", help="pin the peer's core")
+    when = p.add_mutually_exclusive_group()
+    when.add_argument(
+        "--for", dest="duration", type=parse_duration, metavar="DURATION",
+        help="expire after this long (90s, 10m, 1h30m, 2d)",
+    )
+    when.add_argument(
+        "--until", type=parse_time, metavar="TIME",
+        help="expire at this ISO 8601 time (local unless it names a zone)",
+    )
+    p.add_argument("--reason", metavar="TEXT", help="why, shown in status")
+
+
+def _args_peer(p: argparse.ArgumentParser) -> None:
+    p.add_argument("interface", metavar="IFACE")
+    p.add_argument("peer", metavar="PEER", help="base64 public key, friendly name or key prefix")
+
+
+def _args_validate(p: argparse.ArgumentParser) -> None:
+    p.add_argument("file", metavar="FILE", help="policy file (TOML)")
+    p.add_argument(
+        "--cores", type=int, metavar="N",
+        help="check the policy's cores against N online cores (default: this machine's)",
+    )
+
+
+ApiCommand = Callable[[Context, Client], Awaitable[int]]
+
+
+@dataclass(frozen=True)
+class Command:
+    """One row of the command table: either `run` (local) or `api` (talks to the daemon)."""
+
+    name: str
+    help: str
+    run: Callable[[Context], int] | None = None
+    api: ApiCommand | None = None
+    add_arguments: Callable[[argparse.ArgumentParser], None] | None = None
+    json: bool = False
+    subcommands: tuple[Command, ...] = ()
+    epilog: str | None = None
+
+
+COMMANDS: tuple[Command, ...] = (
+    Command(
+        "status", "show interfaces and peers (the default)",
+        api=cmd_status, add_arguments=_args_interface, json=True,
+    ),
+    Command(
+        "dump", "tab-separated peers for scripts (columns only ever appended)",
+        api=cmd_dump, add_arguments=_args_interface, epilog=_render.DUMP_HELP,
+    ),
+    Command("override", "pin a peer's mode or core", subcommands=(
+        Command(
+            "set", "pin a peer's mode and/or core",
+            api=cmd_override_set, add_arguments=_args_override_set, json=True,
+        ),
+        Command(
+            "clear", "remove a peer's override",
+            api=cmd_override_clear, add_arguments=_args_peer, json=True,
+        ),
+        Command("list", "list overrides", api=cmd_override_list, json=True),
+    )),
+    Command("policy", "the running policy", subcommands=(
+        Command("show", "print the running policy", api=cmd_policy_show, json=True),
+        Command(
+            "reload", "reload the policy file (as SIGHUP does)",
+            api=cmd_policy_reload, json=True,
+        ),
+    )),
+    Command(
+        "validate", "check a policy file without running it",
+        run=cmd_validate, add_arguments=_args_validate,
+    ),
+    Command("run", "run the daemon (see: wghybrid run --help)", run=cmd_run_misplaced),
+    Command("version", "print the version", run=cmd_version),
+)
+
+
+def _add_connection_options(p: argparse.ArgumentParser, top: bool) -> None:
+    """Options every API command takes, before or after the subcommand."""
+    env = os.environ
+    d: Callable[[Any], Any] = (lambda v: v) if top else (lambda v: argparse.SUPPRESS)
+    g = p.add_argument_group("connection")
+    g.add_argument(
+        "--socket", metavar="PATH", default=d(env.get("WGHYBRID_SOCKET") or DEFAULT_SOCKET),
+        help=f"the daemon's unix socket (env WGHYBRID_SOCKET; default {DEFAULT_SOCKET})",
+    )
+    g.add_argument(
+        "--url", metavar="URL", default=d(env.get("WGHYBRID_URL") or None),
+        help="reach the daemon over TCP instead: http(s)://HOST:PORT (env WGHYBRID_URL)",
+    )
+    g.add_argument(
+        "--token-file", metavar="FILE", default=d(env.get("WGHYBRID_TOKEN_FILE") or None),
+        help="file holding the bearer token for --url (env WGHYBRID_TOKEN_FILE)",
+    )
+    g.add_argument(
+        "--cacert", metavar="FILE", default=d(None),
+        help="CA certificate to verify an https --url with",
+    )
+    g.add_argument(
+        "--timeout", type=float, metavar="SECONDS", default=d(10.0),
+        help="give up on the daemon after this long (default 10)",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        description="Run each WireGuard tunnel vanilla or inline: status and control.",
+        epilog="Without a command, wghybrid shows status.",
+    )
+    parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
+    parser.add_argument("--json", action="store_true", help="print the API's JSON")
+    _add_connection_options(parser, top=True)
+    parser.set_defaults(handler=_api(cmd_status), interface=None, parser=parser)
+    _add_commands(parser, COMMANDS, "command")
+    return parser
+
+
+def _add_commands(
+    parser: argparse.ArgumentParser, commands: Sequence[Command], dest: str
+) -> None:
+    sub = parser.add_subparsers(dest=dest, metavar="COMMAND", title="commands")
+    for cmd in commands:
+        p = sub.add_parser(
+            cmd.name, help=cmd.help, description=cmd.help, epilog=cmd.epilog,
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+        if cmd.subcommands:
+            p.set_defaults(parser=p, handler=None)
+            _add_commands(p, cmd.subcommands, f"{dest}_{cmd.name}")
+            continue
+        p.set_defaults(handler=_api(cmd.api) if cmd.api else cmd.run, parser=p)
+        if cmd.add_arguments is not None:
+            cmd.add_arguments(p)
+        if cmd.json:
+            p.add_argument("--json", action="store_true", default=argparse.SUPPRESS,
+                           help="print the API's JSON")
+        if cmd.api is not None:
+            _add_connection_options(p, top=False)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["run"]:
+        return run_daemon(argv[1:])
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.handler is None:
+        args.parser.error("a subcommand is required")
+    if getattr(args, "command_override", None) == "set" and args.mode is None \
+            and args.core is None:
+        args.parser.error("give --mode, --core or both")
+    ctx = Context(args, sys.stdout, sys.stderr)
+    try:
+        code: int = args.handler(ctx)
+        sys.stdout.flush()
+    except ClientError as exc:
+        print(f"{PROG}: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        # The reader went away (`wghybrid dump | head`): say nothing more.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 1
+    return code
+
+
