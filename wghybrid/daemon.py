@@ -1,0 +1,768 @@
+"""The daemon (`wghybrid run`): one asyncio loop per gateway, the HTTP API beside it.
+
+    serve() -> Daemon -> aiohttp app (cleanup_ctx starts the tick loop) -> unix socket
+                                                                          [+ TCP/TLS]
+
+The tick loop keeps a fixed cadence: tick k is due at `anchor + k * interval`; a tick
+that overruns its slot skips the slots it missed instead of bunching up. Between ticks it
+waits on the stop event with a timeout, never on a polling sleep. The API never awaits
+the data plane: it reads the snapshot the last tick left (`Daemon.snapshot`), and writes
+overrides that the next tick obeys.
+
+Signals: SIGHUP reloads the policy (a bad file is rejected, the old policy keeps
+running, status shows the error); SIGTERM/SIGINT stop cleanly, leaving every tunnel in
+the mode it is in (fail-static) unless the policy says `restore_on_stop`.
+
+Under systemd (NOTIFY_SOCKET set) the loop sends READY=1 after its first successful tick,
+WATCHDOG=1 on every tick (so a stuck loop gets restarted) and a one-line STATUS=.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import math
+import os
+import signal
+import ssl
+import stat
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+from wghybrid import __version__
+from wghybrid.api import build_app
+from wghybrid.controller import Controller
+from wghybrid.dataplane import DataPlane, TransientError
+from wghybrid.loop import TickResult, run_tick
+from wghybrid.metrics import DaemonMetrics
+from wghybrid.model import InterfaceStatus, Mode, Override, encode_key, short_key
+from wghybrid.policy import Policy, load_policy, shipped_policy_path
+from wghybrid.state import DaemonState, StateError, StateStore, Unmanaged, sorted_overrides
+
+log = logging.getLogger("wghybrid.daemon")
+
+DEFAULT_SOCKET = "/run/wghybrid/wghybrid.sock"
+DEFAULT_STATE_DIR = "/var/lib/wghybrid"
+ETC_POLICY = "/etc/wghybrid/policy.toml"
+STOP_GRACE = 10.0
+"""Seconds a stop waits for the tick in progress before cancelling it."""
+
+OverrideKey = tuple[str, bytes]
+
+
+class ConfigError(Exception):
+    """The daemon cannot start as configured; the message is the one line to show."""
+
+
+class Notifier:
+    """sd_notify(3) through systemd-python, only when systemd gave us a NOTIFY_SOCKET."""
+
+    def __init__(self) -> None:
+        self._notify: Callable[[str], Any] | None = None
+        if os.environ.get("NOTIFY_SOCKET"):
+            try:
+                from systemd import daemon as sd_daemon  # type: ignore[attr-defined]
+            except ImportError:
+                log.warning("NOTIFY_SOCKET is set but systemd-python is not installed")
+            else:
+                self._notify = sd_daemon.notify
+
+    def __call__(self, message: str) -> None:
+        if self._notify is not None:
+            self._notify(message)
+
+
+@dataclass(frozen=True, slots=True)
+class Health:
+    status: str
+    ticks: int
+    last_tick: float | None
+    last_error: str | None
+
+
+class Daemon:
+    """Owns everything one gateway's daemon has: controller, overrides, snapshot, metrics."""
+
+    def __init__(
+        self,
+        *,
+        dataplane: DataPlane,
+        policy: Policy,
+        load_policy: Callable[[], Policy],
+        store: StateStore,
+        backend: str,
+        dry_run: bool = False,
+        op_timeout: float = 2.0,
+        sample_timeout: float = 5.0,
+        notify: Callable[[str], None] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        wall: Callable[[], float] = time.time,
+    ) -> None:
+        self.dataplane = dataplane
+        self.controller = Controller(policy)
+        self.backend = backend
+        self.dry_run = dry_run
+        self.version = __version__
+        self.store = store
+        self._load_policy = load_policy
+        self._op_timeout = op_timeout
+        self._sample_timeout = sample_timeout
+        self._notify = notify or Notifier()
+        self.clock = clock
+        self.wall = wall
+
+        self.overrides: dict[OverrideKey, Override] = {}
+        self.snapshot: tuple[InterfaceStatus, ...] = ()
+        self.serial = 0
+        """Bumped whenever the snapshot or the overrides change (API caches key on it)."""
+        self.ticks = 0
+        self.last_tick: float | None = None
+        self.last_error: str | None = None
+        self.policy_error: str | None = None
+        self.exit_code = 0
+        self.stopping = asyncio.Event()
+        self._ready = False
+        self._persisted_unmanaged: dict[OverrideKey, str] = {}
+        self._state_lock = asyncio.Lock()
+        self._reload_lock = asyncio.Lock()
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self.metrics = DaemonMetrics(
+            lambda: self.snapshot, lambda: self.controller.transitions, self._info
+        )
+
+    # -- properties the API reads --------------------------------------------------
+    @property
+    def policy(self) -> Policy:
+        return self.controller.policy
+
+    def _info(self) -> dict[str, str]:
+        pol = self.controller.policy
+        return {
+            "version": self.version,
+            "backend": self.backend,
+            "dry_run": str(self.dry_run).lower(),
+            "policy": pol.name,
+            "policy_source": pol.source,
+        }
+
+    def health(self) -> Health:
+        ok = (
+            self.last_tick is not None
+            and self.last_error is None
+            and self.wall() - self.last_tick <= 3 * self.policy.interval + self._sample_timeout
+        )
+        return Health("ok" if ok else "degraded", self.ticks, self.last_tick, self.last_error)
+
+    def live_overrides(self) -> list[Override]:
+        now = self.wall()
+        return [o for o in sorted_overrides(self.overrides.values()) if o.active(now)]
+
+    # -- state ---------------------------------------------------------------------
+    def restore_state(self, state: DaemonState) -> None:
+        """Adopt the persisted overrides and unmanaged marks (before the first tick)."""
+        for o in state.overrides:
+            self.overrides[(o.interface, o.public_key)] = o
+        for u in state.unmanaged:
+            self.controller.mark_unmanaged(u.interface, u.public_key, u.reason)
+            self._persisted_unmanaged[(u.interface, u.public_key)] = u.reason
+        if state.overrides or state.unmanaged:
+            log.info(
+                "restored %d override(s) and %d unmanaged mark(s) from %s",
+                len(state.overrides),
+                len(state.unmanaged),
+                self.store.path,
+            )
+
+    def _current_state(self, unmanaged: dict[OverrideKey, str]) -> DaemonState:
+        marks = tuple(Unmanaged(i, k, why) for (i, k), why in sorted(unmanaged.items()))
+        return DaemonState(sorted_overrides(self.overrides.values()), marks)
+
+    async def _persist(self, unmanaged: dict[OverrideKey, str] | None = None) -> None:
+        """Write overrides + unmanaged marks; the caller holds `_state_lock`."""
+        marks = self._persisted_unmanaged if unmanaged is None else unmanaged
+        if self.dry_run:
+            self._persisted_unmanaged = dict(marks)
+            return
+        await asyncio.to_thread(self.store.save, self._current_state(marks))
+        self._persisted_unmanaged = dict(marks)
+
+    async def set_override(self, override: Override) -> Override:
+        """Pin a peer (replacing its previous override); persisted before returning."""
+        key = (override.interface, override.public_key)
+        async with self._state_lock:
+            previous = self.overrides.get(key)
+            self.overrides[key] = override
+            try:
+                await self._persist()
+            except OSError:
+                if previous is None:
+                    del self.overrides[key]
+                else:
+                    self.overrides[key] = previous
+                raise
+            self.serial += 1
+        log.info(
+            "[#] override %s/%s%s%s%s%s",
+            override.interface,
+            short_key(override.public_key),
+            f" mode {override.mode}" if override.mode is not None else "",
+            f" core {override.core}" if override.core is not None else "",
+            f" expires {time.strftime('%FT%TZ', time.gmtime(override.expires))}"
+            if override.expires is not None
+            else "",
+            f" ({override.reason})" if override.reason else "",
+            extra=_fields(override.interface, override.public_key),
+        )
+        return override
+
+    async def clear_override(self, interface: str, public_key: bytes) -> Override | None:
+        key = (interface, public_key)
+        async with self._state_lock:
+            previous = self.overrides.pop(key, None)
+            if previous is None:
+                return None
+            try:
+                await self._persist()
+            except OSError:
+                self.overrides[key] = previous
+                raise
+            self.serial += 1
+        log.info(
+            "[#] override %s/%s cleared",
+            interface,
+            short_key(public_key),
+            extra=_fields(interface, public_key),
+        )
+        return previous if previous.active(self.wall()) else None
+
+    async def _drop_expired(self, wall_now: float) -> None:
+        expired = [k for k, o in self.overrides.items() if not o.active(wall_now)]
+        if not expired:
+            return
+        async with self._state_lock:
+            dropped = [self.overrides.pop(k) for k in expired if k in self.overrides]
+            try:
+                await self._persist()
+            except OSError as exc:
+                log.error("cannot save state to %s: %s", self.store.path, exc)
+            self.serial += 1
+        for o in dropped:
+            log.info(
+                "[#] override %s/%s expired",
+                o.interface,
+                short_key(o.public_key),
+                extra=_fields(o.interface, o.public_key),
+            )
+
+    async def _persist_unmanaged(self) -> None:
+        marks = self.controller.unmanaged()
+        if marks == self._persisted_unmanaged:
+            return
+        async with self._state_lock:
+            try:
+                await self._persist(marks)
+            except OSError as exc:
+                log.error("cannot save state to %s: %s", self.store.path, exc)
+
+    # -- policy ----------------------------------------------------------------------
+    async def reload_policy(self) -> Policy:
+        """Load the policy file again; on success it takes effect next tick. A bad file
+        raises (PolicyError or OSError), is logged and shown in status; the old policy keeps
+        running."""
+        async with self._reload_lock:
+            try:
+                policy = await asyncio.to_thread(self._load_policy)
+            except Exception as exc:
+                self.policy_error = str(exc)
+                self.metrics.policy_reload_errors.inc()
+                log.error("policy reload rejected, keeping %r: %s", self.policy.name, exc)
+                self._notify_status()
+                raise
+            self.controller.set_policy(policy)
+            self.policy_error = None
+            self.serial += 1
+            log.info("[#] policy %r loaded from %s", policy.name, policy.source)
+            self._notify_status()
+            return policy
+
+    def request_reload(self) -> None:
+        """SIGHUP: reload in the background; errors are logged by reload_policy."""
+        task = asyncio.get_running_loop().create_task(self._reload_quietly())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _reload_quietly(self) -> None:
+        with contextlib.suppress(Exception):
+            await self.reload_policy()
+
+    def request_stop(self, code: int = 0) -> None:
+        if not self.stopping.is_set():
+            self.exit_code = code
+            self._notify("STOPPING=1")
+            self.stopping.set()
+
+    # -- the loop --------------------------------------------------------------------
+    async def tick(self) -> TickResult | None:
+        """One tick; never raises (except cancellation): errors are logged and counted."""
+        wall_now = self.wall()
+        result: TickResult | None = None
+        try:
+            await self._drop_expired(wall_now)
+            overrides = tuple(self.overrides.values())
+            result = await run_tick(
+                self.dataplane,
+                self.controller,
+                overrides,
+                wall_now,
+                dry_run=self.dry_run,
+                op_timeout=self._op_timeout,
+                sample_timeout=self._sample_timeout,
+                log=self._log_change,
+            )
+            await self._after_tick(result, overrides, wall_now)
+        except TransientError as exc:
+            self.last_error = f"sample: {exc}"
+            self.metrics.sample_errors.inc()
+            log.warning("tick skipped, reading the data plane failed: %s", exc)
+        except Exception as exc:
+            self.last_error = f"internal error: {type(exc).__name__}: {exc}"
+            self.metrics.internal_errors.inc()
+            log.exception("tick failed")
+        self._notify("WATCHDOG=1")
+        self._notify_status()
+        return result
+
+    async def _after_tick(
+        self, result: TickResult, overrides: tuple[Override, ...], wall_now: float
+    ) -> None:
+        self.snapshot = self.controller.status(overrides, wall_now)
+        self.ticks += 1
+        self.last_tick = wall_now
+        self.serial += 1
+        self.metrics.ticks.inc()
+        self.metrics.tick_duration.observe(result.duration)
+        errors = [r for r in result.results if r.error is not None]
+        for r in errors:
+            if r.permanent:
+                self.metrics.permanent_errors.inc()
+            else:
+                self.metrics.transient_errors.inc()
+        self.last_error = f"{errors[-1].op.describe()}: {errors[-1].error}" if errors else None
+        await self._persist_unmanaged()
+        if not self._ready:
+            self._ready = True
+            self._notify("READY=1")
+            log.info(
+                "first tick done: %d peer(s) on %d interface(s), policy %r%s",
+                sum(len(i.peers) for i in self.snapshot),
+                len(self.snapshot),
+                self.policy.name,
+                " (dry run: changing nothing)" if self.dry_run else "",
+            )
+
+    def _log_change(self, line: str) -> None:
+        level = logging.WARNING if line.startswith("[!]") else logging.INFO
+        log.log(level, "%s", line)
+
+    def status_line(self) -> str:
+        peers = [p for i in self.snapshot for p in i.peers]
+        inline = sum(p.mode == Mode.INLINE for p in peers)
+        pinned = sum(p.pinned for p in peers)
+        unmanaged = sum(p.unmanaged is not None for p in peers)
+        parts = [
+            f"{len(peers)} peers: {inline} inline, {len(peers) - inline} vanilla",
+            f"{pinned} pinned",
+            f"{unmanaged} unmanaged",
+            f"policy {self.policy.name}",
+        ]
+        if self.dry_run:
+            parts.insert(0, "dry run")
+        if self.policy_error:
+            parts.append("reload rejected: " + self.policy_error)
+        if self.last_error:
+            parts.append("error: " + self.last_error)
+        return "; ".join(parts).replace("\n", " ")
+
+    def _notify_status(self) -> None:
+        self._notify("STATUS=" + self.status_line())
+
+    async def run_loop(self) -> None:
+        """Tick on a fixed cadence until `stopping` is set."""
+        interval = self.policy.interval
+        anchor = self.clock()
+        k = 0
+        while not self.stopping.is_set():
+            started = self.clock()
+            self.metrics.tick_lateness.observe(max(0.0, started - (anchor + k * interval)))
+            await self.tick()
+            now = self.clock()
+            if self.policy.interval != interval:
+                anchor, k, interval = anchor + k * interval, 0, self.policy.interval
+            due = math.floor((now - anchor) / interval) + 1
+            if due > k + 1:
+                self.metrics.ticks_skipped.inc(due - k - 1)
+            k = max(k + 1, due)
+            timeout = anchor + k * interval - self.clock()
+            if timeout > 0:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.stopping.wait(), timeout)
+
+    async def loop_ctx(self, app: web.Application) -> AsyncIterator[None]:
+        """aiohttp cleanup_ctx: the tick loop lives as long as the application."""
+        task = asyncio.get_running_loop().create_task(self.run_loop(), name="wghybrid-loop")
+
+        def on_done(t: asyncio.Task[None]) -> None:
+            if not t.cancelled() and t.exception() is not None:
+                log.critical("the control loop died", exc_info=t.exception())
+                self.request_stop(1)
+
+        task.add_done_callback(on_done)
+        yield
+        self.stopping.set()
+        done, _ = await asyncio.wait([task], timeout=STOP_GRACE)
+        if not done:
+            log.warning("the tick in progress did not finish in %g s; cancelling it", STOP_GRACE)
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    async def shutdown(self) -> None:
+        """After the loop stopped: fail-static, or restore the modes found at start."""
+        for task in list(self._tasks):
+            task.cancel()
+        if self.policy.restore_on_stop and not self.dry_run:
+            plan = self.controller.restore_plan()
+            log.info("restoring the modes found at start: %d change(s)", len(plan))
+            for op in plan:
+                try:
+                    await asyncio.wait_for(self.dataplane.apply(op), self._op_timeout)
+                except Exception as exc:
+                    log.warning("[!] %s: %s (not restored)", op.describe(), exc)
+                else:
+                    log.info("[#] %s", op.describe())
+        else:
+            log.info("stopping; every tunnel keeps its current mode (fail-static)")
+        try:
+            await asyncio.wait_for(self.dataplane.close(), self._op_timeout)
+        except Exception as exc:
+            log.warning("closing the data plane: %s", exc)
+
+
+def _fields(interface: str, public_key: bytes) -> dict[str, str]:
+    return {"WGH_INTERFACE": interface, "WGH_PEER": encode_key(public_key)}
+
+
+# ---------------------------------------------------------------------------------------
+# Starting and stopping: listeners, the data plane, the policy
+
+
+@dataclass(frozen=True, slots=True)
+class RunConfig:
+    backend: str
+    scenario: str
+    policy: Path | None
+    state_dir: Path
+    socket: Path
+    listen: tuple[str, int] | None
+    token: str | None
+    tls: ssl.SSLContext | None
+    dry_run: bool
+    op_timeout: float
+    sample_timeout: float
+
+
+def add_run_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of `wghybrid run` (the CLI adds them to its `run` subcommand)."""
+    parser.add_argument(
+        "--backend",
+        choices=("kernel", "sim"),
+        default="kernel",
+        help="data plane: the patched kernel module, or the simulated gateway (default: kernel)",
+    )
+    parser.add_argument(
+        "--scenario",
+        default="mixed",
+        metavar="NAME|PATH",
+        help="sim backend: a packaged scenario name or a scenario TOML file (default: mixed)",
+    )
+    parser.add_argument(
+        "--policy",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help=f"policy TOML (default: {ETC_POLICY} if it exists, else the packaged default)",
+    )
+    parser.add_argument(
+        "--state-dir",
+        type=Path,
+        default=Path(DEFAULT_STATE_DIR),
+        metavar="DIR",
+        help=f"where overrides and unmanaged marks persist (default: {DEFAULT_STATE_DIR})",
+    )
+    parser.add_argument(
+        "--socket",
+        type=Path,
+        default=None,
+        metavar="PATH",
+        help=f"unix socket of the API (default: $WGHYBRID_SOCKET or {DEFAULT_SOCKET})",
+    )
+    parser.add_argument(
+        "--listen",
+        default=None,
+        metavar="HOST:PORT",
+        help="also serve the API on TCP (requires --token-file)",
+    )
+    parser.add_argument(
+        "--token-file",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="bearer token every TCP request must present",
+    )
+    parser.add_argument(
+        "--tls-cert",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="serve TCP over TLS with this certificate (PEM)",
+    )
+    parser.add_argument(
+        "--tls-key", type=Path, default=None, metavar="FILE", help="private key of --tls-cert (PEM)"
+    )
+    parser.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="decide and report, change nothing (state is not written)",
+    )
+    parser.add_argument(
+        "--op-timeout",
+        type=float,
+        default=2.0,
+        metavar="SECONDS",
+        help="time limit of one data-plane operation (default: 2)",
+    )
+    parser.add_argument(
+        "--sample-timeout",
+        type=float,
+        default=5.0,
+        metavar="SECONDS",
+        help="time limit of reading the data plane's counters (default: 5)",
+    )
+    parser.add_argument(
+        "--log-level",
+        default="info",
+        choices=("debug", "info", "warning", "error", "critical"),
+        help="log level (default: info)",
+    )
+
+
+def parse_listen(text: str) -> tuple[str, int]:
+    host, sep, port = text.rpartition(":")
+    if not sep or not host:
+        raise ConfigError(f"--listen {text!r}: expected HOST:PORT")
+    host = host.removeprefix("[").removesuffix("]")
+    try:
+        number = int(port)
+    except ValueError:
+        raise ConfigError(f"--listen {text!r}: port {port!r} is not a number") from None
+    if not 0 < number < 65536:
+        raise ConfigError(f"--listen {text!r}: port {number} is out of range")
+    return host, number
+
+
+def read_token_file(path: Path) -> str:
+    try:
+        token = path.read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"--token-file {path}: {getattr(exc, 'strerror', None) or exc}") from None
+    if len(token) < 16:
+        raise ConfigError(f"--token-file {path}: the token must be at least 16 characters")
+    mode = path.stat().st_mode
+    if mode & stat.S_IROTH:
+        log.warning("token file %s is world-readable", path)
+    return token
+
+
+def config_from_args(args: argparse.Namespace) -> RunConfig:
+    socket_path = args.socket or Path(os.environ.get("WGHYBRID_SOCKET") or DEFAULT_SOCKET)
+    listen = parse_listen(args.listen) if args.listen else None
+    token = read_token_file(args.token_file) if args.token_file else None
+    if listen is not None and token is None:
+        raise ConfigError("--listen needs --token-file: the API is never open on TCP without one")
+    tls = None
+    if (args.tls_cert is None) != (args.tls_key is None):
+        raise ConfigError("--tls-cert and --tls-key go together")
+    if args.tls_cert is not None:
+        if listen is None:
+            raise ConfigError("--tls-cert only applies with --listen")
+        tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        try:
+            tls.load_cert_chain(args.tls_cert, args.tls_key)
+        except (OSError, ssl.SSLError) as exc:
+            raise ConfigError(f"--tls-cert {args.tls_cert}: {exc}") from None
+    for name in ("op_timeout", "sample_timeout"):
+        value = getattr(args, name)
+        if not (math.isfinite(value) and value > 0):
+            raise ConfigError(f"--{name.replace('_', '-')} must be a positive number of seconds")
+    return RunConfig(
+        backend=args.backend,
+        scenario=args.scenario,
+        policy=args.policy,
+        state_dir=args.state_dir,
+        socket=socket_path,
+        listen=listen,
+        token=token,
+        tls=tls,
+        dry_run=args.dry_run,
+        op_timeout=args.op_timeout,
+        sample_timeout=args.sample_timeout,
+    )
+
+
+def _policy_loader(path: Path | None, online_cores: int) -> Callable[[], Policy]:
+    """A function that (re)loads the policy file: --policy, else /etc/wghybrid/policy.toml
+    when it exists, else the packaged default."""
+    if path is None:
+        path = Path(ETC_POLICY) if Path(ETC_POLICY).exists() else shipped_policy_path()
+    chosen = path
+
+    def loader() -> Policy:
+        return load_policy(chosen, online_cores=online_cores)
+
+    return loader
+
+
+async def _open_dataplane(cfg: RunConfig) -> tuple[DataPlane, int]:
+    """The data plane and the number of online cores it reports."""
+    if cfg.backend == "sim":
+        from wghybrid.sim import SimDataPlane, load_scenario
+
+        try:
+            scenario = load_scenario(cfg.scenario)
+        except (OSError, ValueError, KeyError) as exc:
+            raise ConfigError(f"--scenario {cfg.scenario}: {exc}") from None
+        return SimDataPlane(scenario), int(scenario.cores)
+    from wghybrid import kernel  # type: ignore[attr-defined]
+
+    dataplane = await kernel.open_dataplane()
+    return dataplane, os.cpu_count() or 1
+
+
+async def _check_socket_free(path: Path) -> None:
+    """Refuse to steal the socket of a daemon that still answers; remove a stale one."""
+    try:
+        st = path.lstat()
+    except FileNotFoundError:
+        return
+    if not stat.S_ISSOCK(st.st_mode):
+        raise ConfigError(f"--socket {path}: exists and is not a socket")
+    try:
+        reader, writer = await asyncio.wait_for(asyncio.open_unix_connection(str(path)), 2.0)
+    except (OSError, TimeoutError):
+        path.unlink(missing_ok=True)
+        return
+    writer.close()
+    raise ConfigError(f"another daemon is listening on {path}")
+
+
+async def serve(cfg: RunConfig) -> int:
+    """Run the daemon until SIGTERM/SIGINT (or a fatal error); the exit status."""
+    store = StateStore(cfg.state_dir)
+    try:
+        state = store.load()
+    except (StateError, OSError) as exc:
+        raise ConfigError(f"cannot read the state: {exc}") from None
+    dataplane, online = await _open_dataplane(cfg)
+    try:
+        loader = _policy_loader(cfg.policy, online)
+        try:
+            policy = await asyncio.to_thread(loader)
+        except Exception as exc:
+            raise ConfigError(f"bad policy: {exc}") from None
+        daemon = Daemon(
+            dataplane=dataplane,
+            policy=policy,
+            load_policy=loader,
+            store=store,
+            backend=cfg.backend,
+            dry_run=cfg.dry_run,
+            op_timeout=cfg.op_timeout,
+            sample_timeout=cfg.sample_timeout,
+        )
+        daemon.restore_state(state)
+    except BaseException:
+        await dataplane.close()
+        raise
+    return await _serve_daemon(daemon, cfg)
+
+
+async def _serve_daemon(daemon: Daemon, cfg: RunConfig) -> int:
+    loop = asyncio.get_running_loop()
+    loop.add_signal_handler(signal.SIGHUP, daemon.request_reload)
+    loop.add_signal_handler(signal.SIGTERM, daemon.request_stop)
+    loop.add_signal_handler(signal.SIGINT, daemon.request_stop)
+    app = build_app(daemon, token=cfg.token)
+    app.cleanup_ctx.append(daemon.loop_ctx)
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=2.0)
+    sock_inode: int | None = None
+    try:
+        sock_dir = cfg.socket.parent
+        if not sock_dir.exists():
+            sock_dir.mkdir(mode=0o750, parents=True)
+        await _check_socket_free(cfg.socket)
+        await runner.setup()
+        await web.UnixSite(runner, str(cfg.socket)).start()
+        os.chmod(cfg.socket, 0o660)
+        sock_inode = cfg.socket.lstat().st_ino
+        log.info(
+            "wghybrid %s: backend %s, policy %r (%s), API on %s%s",
+            daemon.version,
+            daemon.backend,
+            daemon.policy.name,
+            daemon.policy.source,
+            cfg.socket,
+            " (dry run)" if daemon.dry_run else "",
+        )
+        if cfg.listen is not None:
+            host, port = cfg.listen
+            await web.TCPSite(runner, host, port, ssl_context=cfg.tls).start()
+            log.info(
+                "API also on %s://%s:%d (bearer token required)",
+                "https" if cfg.tls else "http",
+                host,
+                port,
+            )
+        await daemon.stopping.wait()
+    finally:
+        for sig in (signal.SIGHUP, signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
+        await runner.cleanup()
+        await daemon.shutdown()
+        if sock_inode is not None:
+            with contextlib.suppress(OSError):
+                if cfg.socket.lstat().st_ino == sock_inode:
+                    cfg.socket.unlink()
+    return daemon.exit_code
+
+
+def run_command(args: argparse.Namespace) -> int:
+    """`wghybrid run`: the daemon in the foreground. 0 on a clean stop, 2 when it cannot
+    start as configured (the reason is logged in one line), 1 on a fatal error."""
+    level = getattr(args, "log_level", None)
+    if level:
+        from wghybrid._log import setup_logging
+
+        setup_logging(level)
+    try:
+        cfg = config_from_args(args)
+        return asyncio.run(serve(cfg))
+    except ConfigError as exc:
+        log.error("%s", exc)
+        return 2

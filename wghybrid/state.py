@@ -1,0 +1,180 @@
+"""The daemon's persisted state: operator overrides and unmanaged marks.
+
+One JSON file, `state.json`, in the state directory (default /var/lib/wghybrid). It is
+written atomically — a temporary file in the same directory, fsync, rename over the old
+file, fsync of the directory — so a crash or SIGKILL at any point leaves either the old
+or the new state, never a torn one. A file that cannot be parsed is reported, not
+silently replaced: losing an operator's pin is worse than refusing to start.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from wghybrid.model import BadKeyError, Mode, Override, decode_key, encode_key
+
+STATE_VERSION = 1
+STATE_FILE = "state.json"
+
+
+class StateError(Exception):
+    """The state file exists but cannot be read back; the message names the file."""
+
+
+@dataclass(frozen=True, slots=True)
+class Unmanaged:
+    """A peer the data plane refused for good; the controller leaves it alone."""
+
+    interface: str
+    public_key: bytes
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class DaemonState:
+    overrides: tuple[Override, ...] = ()
+    unmanaged: tuple[Unmanaged, ...] = ()
+
+
+def override_to_dict(o: Override) -> dict[str, Any]:
+    """An override as the HTTP API and the state file spell it."""
+    return {
+        "interface": o.interface,
+        "public_key": encode_key(o.public_key),
+        "mode": str(o.mode) if o.mode is not None else None,
+        "core": o.core,
+        "expires": o.expires,
+        "reason": o.reason,
+        "created": o.created,
+    }
+
+
+def _number(value: object, what: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError(f"{what} is not a number: {value!r}")
+    out = float(value)
+    if not math.isfinite(out):
+        raise ValueError(f"{what} is not finite: {value!r}")
+    return out
+
+
+def override_from_dict(d: object) -> Override:
+    """The inverse of `override_to_dict`; raises ValueError naming what is wrong."""
+    if not isinstance(d, dict):
+        raise ValueError(f"override is not an object: {d!r}")
+    iface = d.get("interface")
+    if not isinstance(iface, str) or not iface:
+        raise ValueError(f"override interface is not a name: {iface!r}")
+    try:
+        key = decode_key(d.get("public_key"))  # type: ignore[arg-type]
+    except BadKeyError as exc:
+        raise ValueError(str(exc)) from None
+    mode_text = d.get("mode")
+    mode: Mode | None = None
+    if mode_text is not None:
+        if mode_text not in ("vanilla", "inline"):
+            raise ValueError(f"override mode is not vanilla or inline: {mode_text!r}")
+        mode = Mode.VANILLA if mode_text == "vanilla" else Mode.INLINE
+    core = d.get("core")
+    if core is not None and (isinstance(core, bool) or not isinstance(core, int) or core < 0):
+        raise ValueError(f"override core is not a core number: {core!r}")
+    expires_raw = d.get("expires")
+    expires = None if expires_raw is None else _number(expires_raw, "override expires")
+    reason = d.get("reason", "")
+    if not isinstance(reason, str):
+        raise ValueError(f"override reason is not a string: {reason!r}")
+    created = _number(d.get("created", 0.0), "override created")
+    return Override(iface, key, mode, core, expires, reason, created)
+
+
+def state_to_dict(state: DaemonState) -> dict[str, Any]:
+    return {
+        "version": STATE_VERSION,
+        "overrides": [override_to_dict(o) for o in state.overrides],
+        "unmanaged": [
+            {"interface": u.interface, "public_key": encode_key(u.public_key), "reason": u.reason}
+            for u in state.unmanaged
+        ],
+    }
+
+
+def state_from_dict(d: object) -> DaemonState:
+    if not isinstance(d, dict):
+        raise ValueError("state is not a JSON object")
+    if d.get("version") != STATE_VERSION:
+        raise ValueError(f"state version {d.get('version')!r} is not {STATE_VERSION}")
+    overrides = d.get("overrides", [])
+    unmanaged = d.get("unmanaged", [])
+    if not isinstance(overrides, list) or not isinstance(unmanaged, list):
+        raise ValueError("overrides and unmanaged must be lists")
+    marks = []
+    for u in unmanaged:
+        if not isinstance(u, dict) or not isinstance(u.get("interface"), str):
+            raise ValueError(f"unmanaged entry is malformed: {u!r}")
+        try:
+            key = decode_key(u.get("public_key"))  # type: ignore[arg-type]
+        except BadKeyError as exc:
+            raise ValueError(str(exc)) from None
+        marks.append(Unmanaged(u["interface"], key, str(u.get("reason", ""))))
+    return DaemonState(tuple(override_from_dict(o) for o in overrides), tuple(marks))
+
+
+def write_atomic(path: Path, data: bytes, mode: int = 0o640) -> None:
+    """Replace `path` with `data` so that a crash leaves the old or the new content."""
+    directory = path.parent
+    tmp = directory / f".{path.name}.{os.getpid()}.tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, mode)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+        os.fsync(fd)
+    except BaseException:
+        os.close(fd)
+        tmp.unlink(missing_ok=True)
+        raise
+    os.close(fd)
+    os.replace(tmp, path)
+    dfd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.fsync(dfd)
+    finally:
+        os.close(dfd)
+
+
+class StateStore:
+    """Reads and writes `state.json` in one directory."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = Path(directory)
+        self.path = self.directory / STATE_FILE
+
+    def load(self) -> DaemonState:
+        """The saved state; empty when there is none yet. Raises StateError."""
+        self.directory.mkdir(mode=0o750, parents=True, exist_ok=True)
+        for stale in self.directory.glob(f".{STATE_FILE}.*.tmp"):
+            stale.unlink(missing_ok=True)  # a write that a crash interrupted
+        try:
+            raw = self.path.read_bytes()
+        except FileNotFoundError:
+            return DaemonState()
+        except OSError as exc:
+            raise StateError(f"{self.path}: {exc.strerror}") from None
+        try:
+            return state_from_dict(json.loads(raw))
+        except (ValueError, RecursionError) as exc:
+            raise StateError(f"{self.path}: {exc}") from None
+
+    def save(self, state: DaemonState) -> None:
+        data = json.dumps(state_to_dict(state), indent=1, sort_keys=True).encode() + b"\n"
+        write_atomic(self.path, data)
+
+
+def sorted_overrides(overrides: Iterable[Override]) -> tuple[Override, ...]:
+    return tuple(sorted(overrides, key=lambda o: (o.interface, o.public_key)))
