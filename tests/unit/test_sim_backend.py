@@ -1,0 +1,140 @@
+"""The simulated DataPlane: counters, operations, errors, fault injection."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from wghybrid.dataplane import DataPlane, PermanentError, TransientError
+from wghybrid.model import Mode, SetCryptCores, SetPeerCore, SetPeerMode, SetThreadedNapi
+from wghybrid.sim import SimDataPlane, SimGateway, load_scenario
+
+pytestmark = pytest.mark.unit
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.t = 0.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+def dp(clock: FakeClock) -> SimDataPlane:
+    return SimDataPlane("mixed", clock=clock)
+
+
+def test_is_a_dataplane(dp: SimDataPlane) -> None:
+    assert isinstance(dp, DataPlane)
+
+
+async def test_counters_integrate_delivered_rate(dp: SimDataPlane, clock: FakeClock) -> None:
+    s0 = await dp.sample()
+    assert s0.now == 0.0 and len(s0.peers) == len(dp.gateway.scenario.tunnels)
+    assert int(s0.peers.rx_bytes.sum()) == 0
+    clock.t = 5.0
+    s1 = await dp.sample()
+    assert s1.now == 5.0
+    ev = dp.gateway.last
+    assert ev is not None
+    gbps = (s1.peers.rx_bytes - s0.peers.rx_bytes).astype(float) * 8 / 1e9 / 5.0
+    # Offered load is nearly steady over 5 s, so the average is close to the last step.
+    assert gbps.sum() == pytest.approx(ev.total_gbps, rel=0.05)
+    cpu = (s1.peers.rx_cpu_ns + s1.peers.tx_cpu_ns).astype(float).sum() / 5e9
+    busy = (s1.core_busy_ns - s0.core_busy_ns).astype(float).sum() / 5e9
+    assert cpu == pytest.approx(busy, rel=1e-6)
+    assert np.all(s1.peers.rx_packets >= s0.peers.rx_packets)
+    assert np.all(s1.peers.tx_bytes > 0)
+
+
+async def test_apply_changes_what_is_sampled(dp: SimDataPlane, clock: FakeClock) -> None:
+    key = dp.gateway.scenario.tunnels[3].public_key
+    await dp.apply(SetPeerMode("wg0", key, Mode.INLINE))
+    await dp.apply(SetPeerCore("wg0", key, 17))
+    await dp.apply(SetCryptCores("wg0", frozenset({20, 21})))
+    await dp.apply(SetThreadedNapi("wg0", False))
+    s = await dp.sample()
+    row = int(np.flatnonzero(s.peers.key == key)[0])
+    assert s.peers.mode[row] == Mode.INLINE and s.peers.core[row] == 17
+    assert s.interfaces[0].crypt_cores == frozenset({20, 21})
+    assert s.interfaces[0].threaded_napi is False
+
+
+@pytest.mark.parametrize(
+    ("op", "words"),
+    [
+        (SetPeerMode("wg0", b"\x01" * 32, Mode.INLINE), "no peer"),
+        (SetPeerMode("wg9", b"\x01" * 32, Mode.INLINE), "wg9"),
+        (SetCryptCores("wg0", frozenset({40})), "core 40"),
+        (SetCryptCores("wg0", frozenset()), "empty"),
+        (SetThreadedNapi("eth0", True), "eth0"),
+    ],
+)
+async def test_bad_operations_are_permanent(dp: SimDataPlane, op: object, words: str) -> None:
+    with pytest.raises(PermanentError, match=words):
+        await dp.apply(op)  # type: ignore[arg-type]
+
+
+async def test_core_out_of_range_is_permanent(dp: SimDataPlane) -> None:
+    key = dp.gateway.scenario.tunnels[0].public_key
+    with pytest.raises(PermanentError, match="core 32 does not exist"):
+        await dp.apply(SetPeerCore("wg0", key, 32))
+    with pytest.raises(PermanentError, match="core -1"):
+        await dp.apply(SetPeerCore("wg0", key, -1))
+
+
+async def test_injected_faults_are_consumed(dp: SimDataPlane) -> None:
+    key = dp.gateway.scenario.tunnels[0].public_key
+    dp.faults.transient_applies = 2
+    for _ in range(2):
+        with pytest.raises(TransientError):
+            await dp.apply(SetPeerMode("wg0", key, Mode.INLINE))
+    assert dp.gateway.mode[0] == Mode.VANILLA
+    await dp.apply(SetPeerMode("wg0", key, Mode.INLINE))
+    assert dp.gateway.mode[0] == Mode.INLINE
+    dp.faults.permanent_applies = 1
+    with pytest.raises(PermanentError):
+        await dp.apply(SetPeerMode("wg0", key, Mode.VANILLA))
+    dp.faults.transient_samples = 1
+    with pytest.raises(TransientError):
+        await dp.sample()
+    assert len((await dp.sample()).peers) == len(dp.gateway.scenario.tunnels)
+
+
+async def test_closed_refuses(dp: SimDataPlane) -> None:
+    await dp.close()
+    with pytest.raises(PermanentError):
+        await dp.sample()
+
+
+def test_peer_vanishes_and_returns_with_new_epoch() -> None:
+    gw = SimGateway(load_scenario("mixed"))
+    key = gw.scenario.tunnels[5].public_key
+    gw.advance(2.0)
+    gw.remove_peer(key)
+    assert key not in set(gw.sample().peers.key.tolist())
+    with pytest.raises(PermanentError):
+        gw.apply(SetPeerMode("wg0", key, Mode.INLINE))
+    gw.advance(3.0)
+    gw.add_peer(key)
+    s = gw.sample()
+    row = int(np.flatnonzero(s.peers.key == key)[0])
+    assert s.peers.epoch[row] == 1 and s.peers.rx_bytes[row] == 0
+
+
+def test_reload_resets_counters_and_modes() -> None:
+    gw = SimGateway(load_scenario("mixed"))
+    gw.apply(SetPeerMode("wg0", gw.scenario.tunnels[0].public_key, Mode.INLINE))
+    gw.advance(1.0)
+    before = gw.sample()
+    gw.reload()
+    after = gw.sample()
+    assert int(after.peers.rx_bytes.sum()) == 0 and np.all(after.peers.epoch == 1)
+    assert np.all(after.peers.mode == Mode.VANILLA)
+    assert np.all(after.core_busy_ns == before.core_busy_ns)  # /proc/stat does not reset

@@ -1,0 +1,219 @@
+"""The simulated gateway: a scenario's tunnels on a `GatewayModel`, with live counters.
+
+`SimGateway` holds what the patched kernel module holds (each peer's mode and core, the
+device's crypt pool and threaded-NAPI flag) and integrates the counters the module exposes
+(per-peer bytes, packets, CPU ns, drops; per-core busy ns) over simulated time, using the
+scenario's offered load. It is synchronous and clock-free: `advance(t)` moves it to time t.
+`SimDataPlane` (backend.py) wraps it behind the async DataPlane interface.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from wghybrid.dataplane import PermanentError
+from wghybrid.model import (
+    F64,
+    GatewaySample,
+    InterfaceState,
+    Mode,
+    Operation,
+    PeerTable,
+    SetCryptCores,
+    SetPeerCore,
+    SetPeerMode,
+    SetThreadedNapi,
+    short_key,
+)
+from wghybrid.sim.pipeline import Evaluation, GatewayModel, default_cores
+from wghybrid.sim.scenario import Scenario, load_scenario
+
+ACK_PER_PACKET = 0.5
+"""Reverse-direction packets per data packet: TCP's delayed ACK, one per two segments."""
+ACK_BYTES = 120
+"""Bytes of one tunnelled ACK on the wire (40 TCP/IP + 32 WireGuard + 28 outer UDP/IP
++ options), an assumption; it only feeds the tx counters."""
+GBIT = 1e9 / 8.0
+"""Bytes per Gbit."""
+
+
+class SimGateway:
+    """One simulated gateway running one scenario. Not thread-safe; owned by its caller."""
+
+    def __init__(self, scenario: Scenario | str, model: GatewayModel | None = None, *,
+                 max_step: float = 0.1, loop: bool = False) -> None:
+        self.scenario = scenario if isinstance(scenario, Scenario) else load_scenario(scenario)
+        self.model = model if model is not None else GatewayModel(cores=self.scenario.cores)
+        if len(self.scenario.interfaces) > 1:
+            raise ValueError(f"scenario {self.scenario.name}: the model has one WireGuard "
+                             f"device, the scenario has {len(self.scenario.interfaces)}")
+        self.max_step = max_step
+        """Longest integration step, seconds: load is re-read at least this often."""
+        self.loop = loop
+        """Replay the scenario forever (time modulo its duration) instead of holding its end."""
+        tunnels = self.scenario.tunnels
+        n = len(tunnels)
+        self.cores = self.model.cores
+        self.interface = self.scenario.interfaces[0] if tunnels else "wg0"
+        self.keys = np.array([t.public_key for t in tunnels], dtype="S32").reshape(n)
+        self._index = {t.public_key: i for i, t in enumerate(tunnels)}
+        self.mode = np.array([t.initial_mode for t in tunnels], dtype=np.uint8).reshape(n)
+        self.core = np.full(n, -1, dtype=np.int32)
+        self.crypt_cores: frozenset[int] = frozenset(range(self.cores))
+        self.threaded_napi = self.scenario.threaded_napi
+        self.present = np.ones(n, dtype=bool)
+        self.epoch = np.zeros(n, dtype=np.uint64)
+        self.time = 0.0
+        self._zero_counters()
+        self.core_busy_ns = np.zeros(self.cores)
+        self.last: Evaluation | None = None
+        """The evaluation of the most recent integration step."""
+        self.last_offered: F64 = np.zeros(n)
+        self.log: list[tuple[float, Operation]] = []
+        """Every operation applied, with the simulated time it was applied at."""
+
+    def _zero_counters(self, which: np.ndarray | None = None) -> None:
+        n = len(self.keys)
+        if which is None:
+            self.rx_bytes = np.zeros(n)
+            self.tx_bytes = np.zeros(n)
+            self.rx_packets = np.zeros(n)
+            self.tx_packets = np.zeros(n)
+            self.rx_cpu_ns = np.zeros(n)
+            self.tx_cpu_ns = np.zeros(n)
+            self.drops = np.zeros(n)
+            return
+        for arr in (self.rx_bytes, self.tx_bytes, self.rx_packets, self.tx_packets,
+                    self.rx_cpu_ns, self.tx_cpu_ns, self.drops):
+            arr[which] = 0.0
+
+    # -- time --------------------------------------------------------------
+
+    def offered(self, t: float) -> F64:
+        """Offered Gbps per tunnel at simulated time t (0 for vanished peers)."""
+        if self.loop and self.scenario.duration > 0:
+            t = t % self.scenario.duration
+        return np.where(self.present, self.scenario.offered(t), 0.0)
+
+    def evaluate(self, offered: F64) -> Evaluation:
+        """The model's steady state for this load under the current configuration."""
+        return self.model.evaluate(offered, self.mode, self.core, self.crypt_cores,
+                                   self.threaded_napi)
+
+    def advance(self, to_time: float) -> None:
+        """Integrate every counter from the current time to `to_time` (never backwards)."""
+        pkt_bits = self.scenario.packet_bytes * 8.0
+        while self.time < to_time - 1e-12:
+            dt = min(self.max_step, to_time - self.time)
+            offered = self.offered(self.time + dt / 2.0)
+            ev = self.evaluate(offered)
+            delivered = ev.delivered_gbps
+            rx_bytes = delivered * (GBIT * dt)
+            rx_packets = rx_bytes / self.scenario.packet_bytes
+            self.rx_bytes += rx_bytes
+            self.rx_packets += rx_packets
+            self.tx_packets += rx_packets * ACK_PER_PACKET
+            self.tx_bytes += rx_packets * (ACK_PER_PACKET * ACK_BYTES)
+            self.rx_cpu_ns += ev.cpu_rx * (1e9 * dt)
+            self.tx_cpu_ns += ev.cpu_tx * (1e9 * dt)
+            self.drops += np.maximum(offered - delivered, 0.0) * (1e9 * dt / pkt_bits)
+            self.core_busy_ns += ev.core_busy * (1e9 * dt)
+            self.time += dt
+            self.last = ev
+            self.last_offered = offered
+
+    # -- reading -----------------------------------------------------------
+
+    def sample(self, now: float | None = None) -> GatewaySample:
+        """Every counter, as the kernel backend would report it (present peers only)."""
+        idx = np.flatnonzero(self.present)
+        n = len(self.keys)
+        placed = np.where(self.core < 0, default_cores(n, self.cores), self.core)
+
+        def u64(a: np.ndarray) -> np.ndarray:
+            return np.floor(a[idx]).astype(np.uint64)
+
+        peers = PeerTable.build(
+            np.zeros(idx.shape[0], dtype=np.int32), self.keys[idx],
+            rx_bytes=u64(self.rx_bytes), tx_bytes=u64(self.tx_bytes),
+            rx_packets=u64(self.rx_packets), tx_packets=u64(self.tx_packets),
+            rx_cpu_ns=u64(self.rx_cpu_ns), tx_cpu_ns=u64(self.tx_cpu_ns),
+            drops=u64(self.drops), mode=self.mode[idx], core=placed[idx].astype(np.int32),
+            epoch=self.epoch[idx],
+        )
+        return GatewaySample(
+            now=self.time if now is None else float(now),
+            cores=self.cores,
+            core_busy_ns=np.floor(self.core_busy_ns).astype(np.uint64),
+            interfaces=(InterfaceState(self.interface, self.crypt_cores, self.threaded_napi),),
+            peers=peers,
+        )
+
+    # -- writing -----------------------------------------------------------
+
+    def _peer(self, interface: str, key: bytes) -> int:
+        self._device(interface)
+        i = self._index.get(bytes(key))
+        if i is None or not self.present[i]:
+            raise PermanentError(f"no peer {short_key(bytes(key))} on {interface}")
+        return i
+
+    def _device(self, interface: str) -> None:
+        if interface != self.interface:
+            raise PermanentError(f"no WireGuard device {interface!r} "
+                                 f"(the simulated gateway has {self.interface!r})")
+
+    def _check_core(self, core: int) -> None:
+        if not 0 <= core < self.cores:
+            raise PermanentError(f"core {core} does not exist (cores 0-{self.cores - 1})")
+
+    def apply(self, op: Operation) -> None:
+        """Carry out one operation; PermanentError names what does not exist."""
+        if isinstance(op, SetPeerMode):
+            i = self._peer(op.interface, op.public_key)
+            self.mode[i] = Mode(op.mode)
+        elif isinstance(op, SetPeerCore):
+            i = self._peer(op.interface, op.public_key)
+            self._check_core(op.core)
+            self.core[i] = op.core
+        elif isinstance(op, SetCryptCores):
+            self._device(op.interface)
+            if not op.cores:
+                raise PermanentError(f"dev {op.interface}: an empty crypt core set would "
+                                     "stop every vanilla peer")
+            for c in sorted(op.cores):
+                self._check_core(c)
+            self.crypt_cores = frozenset(op.cores)
+        elif isinstance(op, SetThreadedNapi):
+            self._device(op.interface)
+            self.threaded_napi = bool(op.enabled)
+        else:
+            raise PermanentError(f"unsupported operation {op!r}")
+        self.log.append((self.time, op))
+
+    # -- events a real gateway has (for tests of the daemon) ----------------
+
+    def remove_peer(self, key: bytes) -> None:
+        """The peer vanishes (wg set ... peer X remove): no longer sampled, no traffic."""
+        i = self._index[bytes(key)]
+        self.present[i] = False
+
+    def add_peer(self, key: bytes) -> None:
+        """The peer comes back as a new peer: zero counters, new epoch, upstream defaults."""
+        i = self._index[bytes(key)]
+        if self.present[i]:
+            return
+        self.present[i] = True
+        self.epoch[i] += 1
+        self._zero_counters(np.array([i]))
+        self.mode[i] = Mode.VANILLA
+        self.core[i] = -1
+
+    def reload(self) -> None:
+        """The module is reloaded: every counter restarts, every peer is vanilla again."""
+        self.epoch[:] += 1
+        self._zero_counters()
+        self.mode[:] = Mode.VANILLA
+        self.core[:] = -1
+        self.crypt_cores = frozenset(range(self.cores))
+        self.threaded_napi = self.scenario.threaded_napi
