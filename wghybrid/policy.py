@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import datetime
 import difflib
-import json
 import math
 import os
 import re
@@ -164,20 +163,34 @@ def _type_name(value: object) -> str:
     return type(value).__name__
 
 
+def _quote(text: str) -> str:
+    """`text` as a TOML basic string, every non-printable character escaped (one line)."""
+    out = []
+    for c in text:
+        if c in '"\\':
+            out.append("\\" + c)
+        elif c.isprintable():
+            out.append(c)
+        else:
+            out.append(f"\\u{ord(c):04x}" if ord(c) <= 0xFFFF else f"\\U{ord(c):08x}")
+    return '"' + "".join(out) + '"'
+
+
 def _short(text: str, limit: int = 40) -> str:
-    shown = text if len(text) <= limit else text[: limit - 3] + "..."
-    return json.dumps(shown, ensure_ascii=False)
+    return _quote(text if len(text) <= limit else text[: limit - 3] + "...")
 
 
 def _dotted(prefix: str, key: str) -> str:
     """`prefix.key`, quoting a key that would not read back as one word."""
     plain = key != "" and key.isprintable() and not any(c.isspace() or c in ".\"'" for c in key)
-    shown = key if plain else json.dumps(key, ensure_ascii=False)
+    shown = key if plain else _quote(key)
     return f"{prefix}.{shown}" if prefix else shown
 
 
 def _fmt(x: float) -> str:
-    return f"{x:g}"
+    """A number as people write it: 2, 0.25, 1000000, inf."""
+    x = float(x)
+    return str(int(x)) if x.is_integer() and abs(x) < 1e15 else repr(x)
 
 
 @dataclass(frozen=True, slots=True)
@@ -459,9 +472,15 @@ def _check_machine(values: dict[str, Any], online_cores: int, explicit: set[str]
     # With cores = "all" the planner clamps the pool to the machine instead, so that one
     # policy file serves gateways of any size.
     if cores is not None and placement.vanilla_pool_min > len(cores):
+        if "placement.vanilla_pool_min" in explicit:
+            raise _Invalid(
+                "placement.vanilla_pool_min",
+                f"{placement.vanilla_pool_min} is more than the {len(cores)} managed core(s)",
+            )
         raise _Invalid(
-            "placement.vanilla_pool_min",
-            f"{placement.vanilla_pool_min} is more than the {len(cores)} managed core(s)",
+            "cores",
+            f"{len(cores)} managed core(s), fewer than placement.vanilla_pool_min "
+            f"({placement.vanilla_pool_min}, the default)",
         )
 
 
