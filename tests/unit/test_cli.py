@@ -1,0 +1,659 @@
+"""The `wghybrid` CLI against a small in-process HTTP server speaking the API contract.
+
+The server (`FakeDaemon`) serves canned status JSON in the contract's shape and keeps
+overrides the way the contract says (validation, 201/404/415/422); it runs on its own
+event loop in a thread because the CLI runs its own with asyncio.run. The real daemon is
+exercised by tests/sim/test_cli_e2e.py.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import json
+import os
+import pty
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp import web
+from hypothesis import given
+from hypothesis import strategies as st
+
+from wghybrid import __version__, cli
+from wghybrid.model import BadKeyError, decode_key
+
+pytestmark = pytest.mark.unit
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def key(n: int) -> str:
+    return base64.b64encode(bytes([n]) * 31 + b"\x01").decode()
+
+
+ALICE, BOB, ANON, CAROL, CARLA = key(1), key(2), key(3), key(4), key(5)
+LONG_NAME = "a-very-long-peer-name-for-the-branch-office-in-the-north-east"
+
+
+def peer(iface: str, public_key: str, name: str, **kw: Any) -> dict[str, Any]:
+    base: dict[str, Any] = {
+        "interface": iface, "public_key": public_key, "name": name, "mode": "inline",
+        "class": "mouse", "pinned": False, "rx_bps": 1.2e9, "tx_bps": 3.0e8, "cpu": 0.42,
+        "core": 5, "time_in_mode": 192.0, "override": None, "unmanaged": None,
+    }
+    base.update(kw)
+    return base
+
+
+def canned_status() -> dict[str, Any]:
+    bob_override = {
+        "interface": "wg0", "public_key": BOB, "mode": "vanilla", "core": None,
+        "expires": None, "reason": "backup window", "created": 1_700_000_000.0,
+    }
+    return {
+        "version": "0.1.0", "backend": "sim", "dry_run": False,
+        "policy": {"name": "default", "source": "/etc/wghybrid/policy.toml", "error": None},
+        "interfaces": [
+            {
+                "name": "wg0", "cores": "0-7", "crypt_cores": "0-1", "inline_cores": "4-6",
+                "threaded_napi": True,
+                "peers": [
+                    peer("wg0", ALICE, "alice"),
+                    peer("wg0", BOB, "bob", mode="vanilla", **{"class": "elephant"},
+                         pinned=True, rx_bps=2.35e10, tx_bps=1.1e10, cpu=3.1, core=-1,
+                         time_in_mode=7300.0, override=bob_override),
+                    peer("wg0", ANON, "", rx_bps=0.0, tx_bps=950.0, cpu=0.0, core=6,
+                         time_in_mode=5.0, unmanaged="no such peer in the module"),
+                ],
+            },
+            {
+                "name": "wg1", "cores": "0-7", "crypt_cores": "", "inline_cores": "7",
+                "threaded_napi": False,
+                "peers": [
+                    peer("wg1", CAROL, LONG_NAME, core=7),
+                    peer("wg1", CARLA, "carla", core=7),
+                ],
+            },
+        ],
+    }
+
+
+POLICY = {
+    "name": "default", "description": "shipped default", "interval": 1.0, "smoothing": 3.0,
+    "cores": "all", "interfaces": "all", "restore_on_stop": False,
+    "classify": {"promote_gbps": 2.0, "demote_gbps": 1.0},
+    "placement": {"max_moves": 8, "threaded_napi": "auto"},
+    "names": {ALICE: "alice", BOB: "bob"},
+    "source": "/etc/wghybrid/policy.toml",
+}
+
+
+def error(status: int, message: str, field: str | None = None) -> web.Response:
+    return web.json_response({"error": message, "field": field}, status=status)
+
+
+class FakeDaemon:
+    """The API contract's shape, over a unix socket or TCP, on a thread of its own."""
+
+    def __init__(self, token: str | None = None) -> None:
+        self.status = canned_status()
+        self.overrides: list[dict[str, Any]] = []
+        self.requests: list[tuple[str, str, dict[str, str], Any]] = []
+        self.reload_error: str | None = None
+        self.broken = False
+        self.token = token
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.runner: web.AppRunner | None = None
+        self.url = ""
+
+    # -- lifecycle
+    def start(self, unix: str | None = None) -> FakeDaemon:
+        self.thread.start()
+        asyncio.run_coroutine_threadsafe(self._start(unix), self.loop).result(10)
+        return self
+
+    async def _start(self, unix: str | None) -> None:
+        app = web.Application(middlewares=[self._middleware])
+        app.router.add_get("/v1/status", self.get_status)
+        app.router.add_get("/v1/peers", self.get_peers)
+        app.router.add_get("/v1/overrides", self.get_overrides)
+        app.router.add_post("/v1/overrides", self.post_override)
+        app.router.add_delete("/v1/overrides", self.delete_override)
+        app.router.add_get("/v1/policy", self.get_policy)
+        app.router.add_post("/v1/policy/reload", self.reload_policy)
+        self.runner = web.AppRunner(app)
+        await self.runner.setup()
+        if unix is not None:
+            await web.UnixSite(self.runner, unix).start()
+        else:
+            sock = socket.socket()
+            sock.bind(("127.0.0.1", 0))
+            self.url = f"http://127.0.0.1:{sock.getsockname()[1]}"
+            await web.SockSite(self.runner, sock).start()
+
+    def stop(self) -> None:
+        if self.runner is not None:
+            asyncio.run_coroutine_threadsafe(self.runner.cleanup(), self.loop).result(10)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)
+        self.loop.close()
+
+    # -- handlers
+    @web.middleware
+    async def _middleware(self, request: web.Request, handler: Any) -> web.StreamResponse:
+        body = await request.json() if request.can_read_body else None
+        self.requests.append((request.method, request.path, dict(request.query), body))
+        if self.token is not None and request.headers.get("Authorization") != (
+            f"Bearer {self.token}"
+        ):
+            return error(401, "a bearer token is required")
+        if self.broken:
+            return web.Response(status=500, text="Internal Server Error")
+        resp: web.StreamResponse = await handler(request)
+        return resp
+
+    def _peers(self, interface: str | None = None) -> list[dict[str, Any]]:
+        return [p for i in self.status["interfaces"] for p in i["peers"]
+                if interface in (None, i["name"])]
+
+    def _has_iface(self, name: str) -> bool:
+        return any(i["name"] == name for i in self.status["interfaces"])
+
+    async def get_status(self, request: web.Request) -> web.Response:
+        return web.json_response(self.status)
+
+    async def get_peers(self, request: web.Request) -> web.Response:
+        iface = request.query.get("interface")
+        if iface is not None and not self._has_iface(iface):
+            return error(404, f"no interface {iface!r}", "interface")
+        return web.json_response({"peers": self._peers(iface)})
+
+    async def get_overrides(self, request: web.Request) -> web.Response:
+        return web.json_response({"overrides": self.overrides})
+
+    async def post_override(self, request: web.Request) -> web.Response:
+        if request.content_type != "application/json":
+            return error(415, "content type must be application/json")
+        body = await request.json()
+        iface, pub = body.get("interface"), body.get("public_key")
+        if not self._has_iface(iface):
+            return error(404, f"no interface {iface!r}", "interface")
+        try:
+            decode_key(pub)
+        except BadKeyError as exc:
+            return error(400, str(exc), "public_key")
+        if not any(p["public_key"] == pub for p in self._peers(iface)):
+            return error(404, f"no peer {pub} on {iface}", "public_key")
+        if body.get("mode") not in (None, "vanilla", "inline"):
+            return error(422, f"bad mode {body['mode']!r}", "mode")
+        if body.get("mode") is None and body.get("core") is None:
+            return error(422, "give mode, core or both", None)
+        now = time.time()
+        expires = body.get("expires")
+        if "expires_in" in body:
+            expires = now + body["expires_in"]
+        if expires is not None and expires <= now:
+            return error(422, "expiry is in the past", "expires")
+        ov = {"interface": iface, "public_key": pub, "mode": body.get("mode"),
+              "core": body.get("core"), "expires": expires, "reason": body.get("reason", ""),
+              "created": now}
+        self.overrides = [o for o in self.overrides
+                          if (o["interface"], o["public_key"]) != (iface, pub)] + [ov]
+        return web.json_response({"override": ov}, status=201)
+
+    async def delete_override(self, request: web.Request) -> web.Response:
+        where = (request.query.get("interface"), request.query.get("public_key"))
+        found = [o for o in self.overrides if (o["interface"], o["public_key"]) == where]
+        if not found:
+            return error(404, f"no override for {where[1]} on {where[0]}")
+        self.overrides.remove(found[0])
+        return web.json_response({"cleared": found[0]})
+
+    async def get_policy(self, request: web.Request) -> web.Response:
+        return web.json_response({"policy": POLICY, "error": self.reload_error})
+
+    async def reload_policy(self, request: web.Request) -> web.Response:
+        if self.reload_error is not None:
+            return error(422, self.reload_error)
+        return web.json_response({"policy": POLICY})
+
+
+@pytest.fixture
+def short_dir() -> Iterator[Path]:
+    """A directory with a short path: unix socket paths are limited to 107 bytes."""
+    path = Path(tempfile.mkdtemp(prefix="wgh-", dir="/tmp"))
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture
+def daemon(short_dir: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeDaemon]:
+    sock = short_dir / "wghybrid.sock"
+    fake = FakeDaemon().start(str(sock))
+    monkeypatch.setenv("WGHYBRID_SOCKET", str(sock))
+    monkeypatch.delenv("WGHYBRID_URL", raising=False)
+    monkeypatch.delenv("NO_COLOR", raising=False)
+    yield fake
+    fake.stop()
+
+
+def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    code = cli.main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def usage_error(capsys: pytest.CaptureFixture[str], *argv: str) -> str:
+    with pytest.raises(SystemExit) as exc:
+        cli.main(list(argv))
+    assert exc.value.code == 2
+    return capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------------
+# status
+
+
+def test_plain_wghybrid_shows_status(
+    daemon: FakeDaemon, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, err = run(capsys)
+    assert (code, err) == (0, "")
+    assert run(capsys, "status") == (0, out, "")
+    assert "\x1b[" not in out  # not a terminal: no colour
+    lines = out.splitlines()
+    assert lines[0] == "wghybrid 0.1.0, backend sim, policy default (/etc/wghybrid/policy.toml)"
+    assert "interface: wg0" in lines and "interface: wg1" in lines
+    assert "  vanilla pool: 0-1" in lines
+    assert "  inline cores: 4-6" in lines
+    assert "  threaded napi: on" in lines
+    alice = next(ln for ln in lines if ln.startswith("  alice"))
+    assert alice.split() == ["alice", "inline", "(auto)", "mouse", "1.20", "Gbit/s", "300",
+                             "Mbit/s", "0.42", "5", "3m12s"]
+    bob = next(ln for ln in lines if ln.startswith("  bob"))
+    assert "vanilla (pinned)" in bob and "elephant" in bob and "23.5 Gbit/s" in bob
+    assert bob.split()[-2:] == ["-", "2h01m"]  # core -1: the data plane's default
+    assert any("override: mode vanilla, until never: backup window" in ln for ln in lines)
+    anon = next(ln for ln in lines if ln.startswith("  " + ANON[:8]))  # no name: short key
+    assert "950 bit/s" in anon
+    assert any("unmanaged: no such peer in the module" in ln for ln in lines)
+    assert [r[:2] for r in daemon.requests] == [("GET", "/v1/status")] * 2
+
+
+def test_status_of_one_interface(daemon: FakeDaemon, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(capsys, "status", "wg1")
+    assert code == 0
+    assert "interface: wg1" in out and "wg0" not in out and "backend" not in out
+    assert "carla" in out and LONG_NAME[:20] in out
+
+
+def test_status_of_an_unknown_interface_is_one_line(
+    daemon: FakeDaemon, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert run(capsys, "status", "wg9") == (
+        1, "", "wghybrid: wg9 is not an interface the daemon manages\n"
+    )
+
+
+def test_status_json_is_the_api_json(
+    daemon: FakeDaemon, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for argv in (["status", "--json"], ["--json"], ["--json", "status"]):
+        code, out, _ = run(capsys, *argv)
+        assert code == 0
+        assert json.loads(out) == daemon.status
+    code, out, _ = run(capsys, "status", "wg1", "--json")
+    only = json.loads(out)
+    assert [i["name"] for i in only["interfaces"]] == ["wg1"]
+    assert only["interfaces"][0] == daemon.status["interfaces"][1]
+
+
+def test_dump_is_tab_separated_one_line_per_peer(
+    daemon: FakeDaemon, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, _ = run(capsys, "dump")
+    assert code == 0
+    rows = [line.split("\t") for line in out.splitlines()]
+    assert [r[1] for r in rows] == [ALICE, BOB, ANON, CAROL, CARLA]
+    assert all(len(r) == 15 for r in rows)
+    assert rows[1] == ["wg0", BOB, "bob", "vanilla", "pinned", "elephant", "23500000000",
+                       "11000000000", "3.100", "-1", "7300", "vanilla", "", "", ""]
+    assert rows[2][2] == "" and rows[2][14] == "no such peer in the module"
+    code, out, _ = run(capsys, "dump", "wg1")
+    assert [line.split("\t")[2] for line in out.splitlines()] == [LONG_NAME, "carla"]
+
+
+def test_colour_only_on_a_terminal_and_never_with_no_color(daemon: FakeDaemon) -> None:
+    def through_pty(extra_env: dict[str, str]) -> str:
+        master, slave = pty.openpty()
+        env = {k: v for k, v in os.environ.items() if k != "NO_COLOR"}
+        env.update(extra_env)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "wghybrid", "status"], stdout=slave,
+            stderr=subprocess.PIPE, env=env,
+        )
+        os.close(slave)
+        chunks = []
+        while True:
+            try:
+                data = os.read(master, 65536)
+            except OSError:  # EIO: the child closed the terminal
+                break
+            if not data:
+                break
+            chunks.append(data)
+        os.close(master)
+        assert proc.wait(30) == 0, proc.stderr.read() if proc.stderr else ""
+        if proc.stderr:
+            proc.stderr.close()
+        return b"".join(chunks).decode()
+
+    coloured = through_pty({})
+    assert "\x1b[" in coloured and "\x1b[32" in coloured  # inline in green
+    plain = through_pty({"NO_COLOR": "1"})
+    assert "\x1b[" not in plain
+    assert "alice" in plain and "inline (auto)" in plain
+
+
+# ---------------------------------------------------------------------------
+# the daemon is not there, or refuses
+
+
+def test_no_daemon_is_one_line_naming_the_socket(
+    short_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    sock = short_dir / "wghybrid.sock"
+    for argv in ([], ["status"], ["dump"], ["override", "list"], ["policy", "reload"]):
+        code, out, err = run(capsys, *argv, "--socket", str(sock)) if argv else run(
+            capsys, "--socket", str(sock))
+        assert (code, out) == (1, "")
+        assert err == (
+            f"wghybrid: cannot reach the daemon at {sock}: No such file or directory "
+            "(is wghybrid.service running?)\n"
+        )
+
+
+def test_default_socket_is_run_wghybrid(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.delenv("WGHYBRID_SOCKET", raising=False)
+    monkeypatch.delenv("WGHYBRID_URL", raising=False)
+    args = cli.build_parser().parse_args([])
+    assert args.socket == "/run/wghybrid/wghybrid.sock"
+    monkeypatch.setenv("WGHYBRID_SOCKET", "/tmp/x.sock")
+    assert cli.build_parser().parse_args(["status"]).socket == "/tmp/x.sock"
+    assert cli.build_parser().parse_args(["status", "--socket", "/y"]).socket == "/y"
+    assert cli.build_parser().parse_args(["--socket", "/z", "dump"]).socket == "/z"
+
+
+def test_a_socket_nobody_listens_on(short_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = short_dir / "dead.sock"
+    s = socket.socket(socket.AF_UNIX)
+    s.bind(str(path))
+    s.close()
+    code, _, err = run(capsys, "--socket", str(path))
+    assert code == 1
+    assert err == (f"wghybrid: cannot reach the daemon at {path}: Connection refused "
+                   "(is wghybrid.service running?)\n")
+
+
+def test_a_server_error_is_one_line(daemon: FakeDaemon, capsys: pytest.CaptureFixture[str]) -> None:
+    daemon.broken = True
+    assert run(capsys, "status") == (
+        1, "", "wghybrid: GET /v1/status: HTTP 500 Internal Server Error\n"
+    )
+
+
+# ---------------------------------------------------------------------------
+# overrides
+
+
+def test_override_set_by_name(daemon: FakeDaemon, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = run(capsys, "override", "set", "wg0", "alice", "--mode", "vanilla",
+                         "--core", "3", "--for", "10m", "--reason", "bulk transfer")
+    assert (code, err) == (0, "")
+    assert daemon.requests[0][:3] == ("GET", "/v1/peers", {"interface": "wg0"})
+    method, path, _, body = daemon.requests[1]
+    assert (method, path) == ("POST", "/v1/overrides")
+    assert body == {"interface": "wg0", "public_key": ALICE, "mode": "vanilla", "core": 3,
+                    "expires_in": 600.0, "reason": "bulk transfer"}
+    assert out.startswith("[#] override wg0/alice mode vanilla core 3 until ")
+    assert out.rstrip().endswith("(in 9m59s): bulk transfer") or out.rstrip().endswith(
+        "(in 10m00s): bulk transfer")
+    assert out.count("\n") == 1
+
+
+def test_override_set_by_key_and_until(
+    daemon: FakeDaemon, capsys: pytest.CaptureFixture[str]
+) -> None:
+    until = datetime(2100, 1, 2, 3, 4, 5, tzinfo=UTC)
+    code, out, _ = run(capsys, "override", "set", "wg1", CAROL, "--mode", "inline",
+                       "--until", "2100-01-02T03:04:05Z")
+    assert code == 0
+    assert [r[0] for r in daemon.requests] == ["POST"]  # a key needs no lookup
+    assert daemon.requests[0][3] == {"interface": "wg1", "public_key": CAROL, "mode": "inline",
+                                     "expires": until.timestamp()}
+    assert out.startswith(f"[#] override wg1/{CAROL[:8]} mode inline until 2100-01-0")
+
+
+def test_override_set_json(daemon: FakeDaemon, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(capsys, "override", "set", "wg0", "bob", "--core", "2", "--json")
+    assert code == 0
+    assert json.loads(out)["override"] == daemon.overrides[0]
+
+
+def test_override_set_by_key_prefix_and_ambiguity(
+    daemon: FakeDaemon, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, _ = run(capsys, "override", "set", "wg0", BOB[:6], "--mode", "inline")
+    assert code == 0 and out.startswith("[#] override wg0/bob mode inline")
+    daemon.status["interfaces"][0]["peers"][0]["name"] = "bob"  # two peers named bob
+    code, out, err = run(capsys, "override", "set", "wg0", "bob", "--mode", "inline")
+    assert (code, out) == (1, "")
+    assert err == f"wghybrid: 'bob' matches several peers on wg0: {ALICE[:8]}, {BOB[:8]}\n"
+
+
+def test_override_set_errors_are_one_line(
+    daemon: FakeDaemon, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, _, err = run(capsys, "override", "set", "wg0", "nobody", "--mode", "inline")
+    assert code == 1
+    assert err == ("wghybrid: wg0 has no peer 'nobody' (a base64 key, a name, or the start "
+                   "of a key)\n")
+    # The API's own 4xx message, verbatim.
+    assert run(capsys, "override", "set", "wg9", "alice", "--mode", "inline") == (
+        1, "", "wghybrid: no interface 'wg9'\n"
+    )
+    assert run(capsys, "override", "set", "wg0", ANON[:-2] + "A=", "--core", "1")[2] == (
+        f"wghybrid: no peer {ANON[:-2]}A= on wg0\n"
+    )
+    assert run(capsys, "override", "set", "wg0", "alice", "--mode", "inline",
+               "--until", "2001-01-01T00:00:00Z")[2] == "wghybrid: expiry is in the past\n"
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["override", "set", "wg0", "alice"], "give --mode, --core or both"),
+        (["override", "set", "wg0", "alice", "--mode", "fast"], "invalid choice: 'fast'"),
+        (["override", "set", "wg0", "alice", "--core", "-1"], "bad core '-1'"),
+        (["override", "set", "wg0", "alice", "--mode", "inline", "--for", "10x"],
+         "bad duration '10x'"),
+        (["override", "set", "wg0", "alice", "--mode", "inline", "--until", "tomorrow"],
+         "bad time 'tomorrow'"),
+        (["override", "set", "wg0", "alice", "--mode", "inline", "--for", "1m", "--until",
+          "2100-01-01"], "not allowed with argument"),
+        (["override", "set", "wg0"], "the following arguments are required: PEER"),
+        (["override"], "a subcommand is required"),
+        (["frobnicate"], "invalid choice: 'frobnicate'"),
+        (["--socket"], "expected one argument"),
+    ],
+)
+def test_bad_arguments_exit_2_with_argparse_message(
+    capsys: pytest.CaptureFixture[str], argv: list[str], message: str
+) -> None:
+    err = usage_error(capsys, *argv)
+    assert message in err
+    assert "Traceback" not in err
+
+
+def test_override_clear_and_list(daemon: FakeDaemon, capsys: pytest.CaptureFixture[str]) -> None:
+    assert run(capsys, "override", "list") == (0, "no overrides\n", "")
+    run(capsys, "override", "set", "wg0", "alice", "--mode", "vanilla", "--reason", "test")
+    run(capsys, "override", "set", "wg0", ANON, "--core", "6")
+    code, out, _ = run(capsys, "override", "list")
+    assert code == 0
+    lines = out.splitlines()
+    assert lines[0].split() == ["interface", "peer", "mode", "core", "expires", "reason"]
+    assert lines[1].split() == ["wg0", "alice", "vanilla", "-", "never", "test"]
+    assert lines[2].split() == ["wg0", ANON[:8], "-", "6", "never"]
+    code, out, _ = run(capsys, "override", "list", "--json")
+    assert json.loads(out) == {"overrides": daemon.overrides}
+
+    daemon.requests.clear()
+    assert run(capsys, "override", "clear", "wg0", "alice") == (
+        0, "[#] override wg0/alice cleared\n", ""
+    )
+    assert daemon.requests[-1][:3] == (
+        "DELETE", "/v1/overrides", {"interface": "wg0", "public_key": ALICE}
+    )
+    assert [o["public_key"] for o in daemon.overrides] == [ANON]
+    assert run(capsys, "override", "clear", "wg0", "alice") == (
+        1, "", f"wghybrid: no override for {ALICE} on wg0\n"
+    )
+
+
+# ---------------------------------------------------------------------------
+# policy, validate, version, run
+
+
+def test_policy_show(daemon: FakeDaemon, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(capsys, "policy", "show")
+    assert code == 0
+    assert 'name = "default"' in out.splitlines()
+    assert "[classify]" in out and "promote_gbps = 2.0" in out
+    assert f'"{ALICE}" = "alice"' in out
+    code, out, _ = run(capsys, "policy", "show", "--json")
+    assert json.loads(out) == {"policy": POLICY, "error": None}
+
+
+def test_policy_reload(daemon: FakeDaemon, capsys: pytest.CaptureFixture[str]) -> None:
+    assert run(capsys, "policy", "reload") == (
+        0, "[#] policy reloaded: default from /etc/wghybrid/policy.toml\n", ""
+    )
+    assert daemon.requests[-1][:2] == ("POST", "/v1/policy/reload")
+    daemon.reload_error = "/etc/wghybrid/policy.toml: classify.demote_gbps: must be < 2.0"
+    assert run(capsys, "policy", "reload") == (
+        1, "", "wghybrid: policy rejected, the running one is unchanged: "
+        "/etc/wghybrid/policy.toml: classify.demote_gbps: must be < 2.0\n",
+    )
+    code, out, _ = run(capsys, "policy", "show")
+    assert out.startswith("# last reload failed, this policy keeps running: /etc/wghybrid")
+
+
+def test_validate(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    good = ROOT / "policies" / "default.toml"
+    code, out, err = run(capsys, "validate", str(good), "--cores", "8")
+    assert (code, err) == (0, "")
+    assert out.startswith(f"{good}: OK")
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[classify]\npromote_gbps = -1\n")
+    code, out, err = run(capsys, "validate", str(bad))
+    assert (code, out) == (1, "")
+    assert err.startswith(f"{bad}: ") and "promote_gbps" in err and err.count("\n") == 1
+
+
+def test_version(capsys: pytest.CaptureFixture[str]) -> None:
+    assert run(capsys, "version") == (0, f"wghybrid {__version__}\n", "")
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["--version"])
+    assert exc.value.code == 0
+    assert capsys.readouterr().out == f"wghybrid {__version__}\n"
+
+
+def test_run_delegates_to_the_daemon(capsys: pytest.CaptureFixture[str]) -> None:
+    daemon = pytest.importorskip("wghybrid.daemon")
+    reference = argparse.ArgumentParser(
+        prog="wghybrid run", description="Run the wghybrid daemon in the foreground."
+    )
+    daemon.add_run_arguments(reference)
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["run", "--help"])
+    assert exc.value.code == 0
+    assert capsys.readouterr().out == reference.format_help()
+    assert "--backend" in reference.format_help()
+    # Global options before `run` are a usage error, not silently dropped.
+    assert run(capsys, "--json", "run")[0] == 2
+
+
+# ---------------------------------------------------------------------------
+# TCP with a bearer token
+
+
+def test_tcp_with_token(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    fake = FakeDaemon(token="s3cret").start()
+    try:
+        token = tmp_path / "token"
+        token.write_text("s3cret\n")
+        code, out, _ = run(capsys, "--url", fake.url, "--token-file", str(token), "--json")
+        assert code == 0 and json.loads(out) == fake.status
+        assert run(capsys, "--url", fake.url) == (1, "", "wghybrid: a bearer token is required\n")
+        monkeypatch.setenv("WGHYBRID_URL", fake.url)
+        monkeypatch.setenv("WGHYBRID_TOKEN_FILE", str(token))
+        assert run(capsys, "dump")[0] == 0
+        code, _, err = run(capsys, "--token-file", str(tmp_path / "none"))
+        assert code == 1
+        assert err == f"wghybrid: cannot read the token file {tmp_path / 'none'}: " \
+                      "No such file or directory\n"
+    finally:
+        fake.stop()
+
+
+# ---------------------------------------------------------------------------
+# argument types
+
+
+@given(st.integers(0, 30), st.integers(0, 23), st.integers(0, 59), st.integers(0, 59))
+def test_parse_duration_sums_its_parts(d: int, h: int, m: int, s: int) -> None:
+    text = f"{d}d{h}h{m}m{s}s"
+    total = d * 86400 + h * 3600 + m * 60 + s
+    if total == 0:
+        with pytest.raises(argparse.ArgumentTypeError):
+            cli.parse_duration(text)
+    else:
+        assert cli.parse_duration(text) == total
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"), [("90", 90), ("90s", 90), ("10m", 600), ("1.5h", 5400), ("2d", 172800)]
+)
+def test_parse_duration_examples(text: str, seconds: float) -> None:
+    assert cli.parse_duration(text) == seconds
+
+
+@pytest.mark.parametrize("text", ["", "m", "10x", "-5m", "0", "1h 30m", "5mm"])
+def test_parse_duration_rejects(text: str) -> None:
+    with pytest.raises(argparse.ArgumentTypeError):
+        cli.parse_duration(text)
+
+
+def test_parse_time_zones() -> None:
+    assert cli.parse_time("2100-01-01T00:00:00Z") == 4102444800.0
+    assert cli.parse_time("2100-01-01T01:00:00+01:00") == 4102444800.0
+    naive = datetime(2100, 1, 1, 0, 0, 0).astimezone().timestamp()  # local time
+    assert cli.parse_time("2100-01-01T00:00:00") == naive
