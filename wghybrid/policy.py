@@ -619,7 +619,7 @@ def describe_policy(policy: Policy, online_cores: int | None = None) -> str:
     )
 
 
-def validate_command(path: str, online_cores: int | None) -> tuple[int, str]:
+def validate_command(path: str, online_cores: int | None = None) -> tuple[int, str]:
     """`wghybrid validate FILE`: the daemon's own loader; (exit code, one-line message)."""
     try:
         policy = load_policy(path, online_cores)

@@ -136,6 +136,12 @@ def test_unknown_key_far_from_any_known_key_gets_no_suggestion() -> None:
     assert info.value.reason == "unknown key"
 
 
+def test_deeply_nested_toml_is_a_policy_error_not_a_crash() -> None:
+    with pytest.raises(PolicyError) as info:
+        parse_policy("cores = " + "[" * 5000 + "]" * 5000, "deep.toml", 32)
+    assert info.value.reason == "invalid TOML: nested too deeply"
+
+
 def test_odd_keys_are_quoted_so_the_message_stays_one_line() -> None:
     with pytest.raises(PolicyError) as info:
         parse_policy('"a\\nb.c" = 1', "p", 32)
