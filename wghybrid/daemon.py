@@ -22,6 +22,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
+import json
 import logging
 import math
 import os
@@ -34,6 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from aiohttp import web
 
 from wghybrid import __version__
@@ -42,9 +45,25 @@ from wghybrid.controller import Controller
 from wghybrid.dataplane import DataPlane, TransientError
 from wghybrid.loop import TickResult, run_tick
 from wghybrid.metrics import DaemonMetrics
-from wghybrid.model import InterfaceStatus, Mode, Override, encode_key, short_key
+from wghybrid.model import (
+    GatewaySample,
+    InterfaceStatus,
+    Mode,
+    Operation,
+    Override,
+    encode_key,
+    short_key,
+)
 from wghybrid.policy import Policy, load_policy, shipped_policy_path
-from wghybrid.state import DaemonState, StateError, StateStore, Unmanaged, sorted_overrides
+from wghybrid.sim import Faults, Scenario, SimDataPlane, load_scenario
+from wghybrid.state import (
+    DaemonState,
+    StateError,
+    StateStore,
+    Unmanaged,
+    sorted_overrides,
+    write_atomic,
+)
 
 log = logging.getLogger("wghybrid.daemon")
 
@@ -476,6 +495,7 @@ class RunConfig:
     dry_run: bool
     op_timeout: float
     sample_timeout: float
+    sim_speed: float = 1.0
 
 
 def add_run_arguments(parser: argparse.ArgumentParser) -> None:
@@ -491,6 +511,13 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
         default="mixed",
         metavar="NAME|PATH",
         help="sim backend: a packaged scenario name or a scenario TOML file (default: mixed)",
+    )
+    parser.add_argument(
+        "--sim-speed",
+        type=float,
+        default=1.0,
+        metavar="FACTOR",
+        help="sim backend: simulated seconds per real second (default: 1)",
     )
     parser.add_argument(
         "--policy",
@@ -607,7 +634,7 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
             tls.load_cert_chain(args.tls_cert, args.tls_key)
         except (OSError, ssl.SSLError) as exc:
             raise ConfigError(f"--tls-cert {args.tls_cert}: {exc}") from None
-    for name in ("op_timeout", "sample_timeout"):
+    for name in ("op_timeout", "sample_timeout", "sim_speed"):
         value = getattr(args, name)
         if not (math.isfinite(value) and value > 0):
             raise ConfigError(f"--{name.replace('_', '-')} must be a positive number of seconds")
@@ -623,36 +650,126 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
         dry_run=args.dry_run,
         op_timeout=args.op_timeout,
         sample_timeout=args.sample_timeout,
+        sim_speed=args.sim_speed,
     )
 
 
-def _policy_loader(path: Path | None, online_cores: int) -> Callable[[], Policy]:
+def _policy_loader(
+    path: Path | None, online_cores: int, names: dict[bytes, str]
+) -> Callable[[], Policy]:
     """A function that (re)loads the policy file: --policy, else /etc/wghybrid/policy.toml
-    when it exists, else the packaged default."""
+    when it exists, else the packaged default. `names` (the sim's tunnel names) fill in
+    peers the policy does not name."""
     if path is None:
         path = Path(ETC_POLICY) if Path(ETC_POLICY).exists() else shipped_policy_path()
     chosen = path
 
     def loader() -> Policy:
-        return load_policy(chosen, online_cores=online_cores)
+        policy = load_policy(chosen, online_cores=online_cores)
+        if names:
+            policy = dataclasses.replace(policy, names={**names, **policy.names})
+        return policy
 
     return loader
 
 
-async def _open_dataplane(cfg: RunConfig) -> tuple[DataPlane, int]:
-    """The data plane and the number of online cores it reports."""
-    if cfg.backend == "sim":
-        from wghybrid.sim import SimDataPlane, load_scenario
+class PersistentSim:
+    """The simulated gateway behind the DataPlane interface, with its data-plane state
+    (each peer's mode and core, the crypt pool, threaded NAPI, the scenario clock) kept in
+    a file, so that it outlives the daemon as the kernel module's state does: a restarted
+    or SIGKILLed daemon finds the modes it left, not the scenario's initial ones."""
 
+    def __init__(
+        self,
+        scenario: Scenario,
+        path: Path,
+        speed: float = 1.0,
+        wall: Callable[[], float] = time.time,
+    ) -> None:
+        self.path = path
+        self.scenario = scenario
+        self._wall = wall
+        self._speed = speed
+        offset = 0.0
+        saved = self._load()
+        start = time.monotonic()
+
+        def clock() -> float:
+            return offset + (time.monotonic() - start) * speed
+
+        self.sim = SimDataPlane(scenario, clock=clock)
+        gw = self.sim.gateway
+        if saved is not None:
+            offset = float(saved["time"]) + max(0.0, wall() - float(saved["wall"])) * speed
+            gw.mode[:] = np.asarray(saved["mode"], dtype=np.uint8)
+            gw.core[:] = np.asarray(saved["core"], dtype=np.int32)
+            gw.crypt_cores = frozenset(int(c) for c in saved["crypt_cores"])
+            gw.threaded_napi = bool(saved["threaded_napi"])
+            gw.time = offset  # counters restart from zero here; the controller re-baselines
+            log.info(
+                "simulated gateway: resumed %s at t=%.1f s from %s", scenario.name, offset, path
+            )
+
+    @property
+    def faults(self) -> Faults:
+        return self.sim.faults
+
+    def _load(self) -> dict[str, Any] | None:
+        try:
+            saved = json.loads(self.path.read_bytes())
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError) as exc:
+            log.warning("simulated gateway: ignoring %s: %s", self.path, exc)
+            return None
+        keys = [encode_key(t.public_key) for t in self.scenario.tunnels]
+        if not isinstance(saved, dict) or saved.get("keys") != keys:
+            log.info("simulated gateway: %s is for another scenario; starting afresh", self.path)
+            return None
+        return saved
+
+    def _save(self) -> None:
+        gw = self.sim.gateway
+        data = {
+            "scenario": self.scenario.name,
+            "keys": [encode_key(t.public_key) for t in self.scenario.tunnels],
+            "mode": gw.mode.tolist(),
+            "core": gw.core.tolist(),
+            "crypt_cores": sorted(gw.crypt_cores),
+            "threaded_napi": gw.threaded_napi,
+            "time": self.sim.clock(),
+            "wall": self._wall(),
+        }
+        write_atomic(self.path, json.dumps(data).encode())
+
+    async def sample(self) -> GatewaySample:
+        return await self.sim.sample()
+
+    async def apply(self, op: Operation) -> None:
+        await self.sim.apply(op)
+        await asyncio.to_thread(self._save)
+
+    async def close(self) -> None:
+        if not self.sim.closed:
+            await asyncio.to_thread(self._save)
+        await self.sim.close()
+
+
+async def _open_dataplane(cfg: RunConfig) -> tuple[DataPlane, int, dict[bytes, str]]:
+    """The data plane, the number of online cores, and names it knows for peers."""
+    if cfg.backend == "sim":
         try:
             scenario = load_scenario(cfg.scenario)
-        except (OSError, ValueError, KeyError) as exc:
+        except (OSError, ValueError) as exc:
             raise ConfigError(f"--scenario {cfg.scenario}: {exc}") from None
-        return SimDataPlane(scenario), int(scenario.cores)
+        path = cfg.state_dir / "sim-gateway.json"
+        cfg.state_dir.mkdir(mode=0o750, parents=True, exist_ok=True)
+        names = {t.public_key: t.name for t in scenario.tunnels}
+        return PersistentSim(scenario, path, cfg.sim_speed), int(scenario.cores), names
     from wghybrid import kernel  # type: ignore[attr-defined]
 
     dataplane = await kernel.open_dataplane()
-    return dataplane, os.cpu_count() or 1
+    return dataplane, os.cpu_count() or 1, {}
 
 
 async def _check_socket_free(path: Path) -> None:
@@ -679,9 +796,9 @@ async def serve(cfg: RunConfig) -> int:
         state = store.load()
     except (StateError, OSError) as exc:
         raise ConfigError(f"cannot read the state: {exc}") from None
-    dataplane, online = await _open_dataplane(cfg)
+    dataplane, online, names = await _open_dataplane(cfg)
     try:
-        loader = _policy_loader(cfg.policy, online)
+        loader = _policy_loader(cfg.policy, online, names)
         try:
             policy = await asyncio.to_thread(loader)
         except Exception as exc:
