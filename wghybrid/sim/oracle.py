@@ -12,8 +12,8 @@ The search (documented in docs/sim-model.md, "Oracle"):
   +-1), the other cores the crypt pool; inline tunnels go onto their m cores by
   largest-first onto the least-loaded core (LPT), vanilla tunnels' Reception stages
   round-robin over the pool cores; threaded NAPI on whenever a tunnel is vanilla;
-* also both static modes: all vanilla with upstream defaults, all inline spread by LPT
-  over every core;
+* also both static modes: all vanilla (upstream defaults: round-robin placement, every
+  core in the pool), all inline spread by LPT over every core;
 * keep the candidate with the most delivered Gbps; among those within 0.1 % of it, the
   one using the fewest cores.
 
@@ -80,8 +80,9 @@ def oracle(model: GatewayModel, offered: F64, *,
 
     candidates: list[tuple[U8, I32, frozenset[int], bool]] = []
     # Static modes.
-    candidates.append((np.full(n, Mode.VANILLA, np.uint8), np.full(n, -1, np.int32),
-                       frozenset(managed), True))
+    round_robin = np.asarray(managed, dtype=np.int32)[np.arange(n) % ncores]
+    candidates.append((np.full(n, Mode.VANILLA, np.uint8), round_robin, frozenset(managed),
+                       True))
     all_in = np.empty(n, dtype=np.int32)
     all_in[order] = _lpt(sorted_o * p.inline_cost, managed)
     candidates.append((np.full(n, Mode.INLINE, np.uint8), all_in, frozenset(managed), True))

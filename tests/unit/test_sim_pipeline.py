@@ -1,0 +1,82 @@
+"""Invariants of the gateway model, for any load and configuration (hypothesis)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from wghybrid.model import Mode
+from wghybrid.sim import GatewayModel, default_cores
+
+pytestmark = pytest.mark.unit
+
+CORES = 8
+MODEL = GatewayModel(cores=CORES)
+
+
+@st.composite
+def configs(draw: st.DrawFn) -> tuple[np.ndarray, np.ndarray, np.ndarray, frozenset[int], bool]:
+    n = draw(st.integers(0, 40))
+    gbps = st.floats(0.0, 20.0, allow_nan=False)
+    offered = np.array(draw(st.lists(gbps, min_size=n, max_size=n)), dtype=np.float64)
+    mode = np.array(draw(st.lists(st.sampled_from([0, 1]), min_size=n, max_size=n)),
+                    dtype=np.uint8)
+    core = np.array(draw(st.lists(st.integers(-1, CORES - 1), min_size=n, max_size=n)),
+                    dtype=np.int32)
+    pool = frozenset(draw(st.sets(st.integers(0, CORES - 1), min_size=1)))
+    return offered, mode, core, pool, draw(st.booleans())
+
+
+@settings(max_examples=300, deadline=None)
+@given(configs())
+def test_conservation_and_bounds(cfg: tuple) -> None:
+    offered, mode, core, pool, threaded = cfg
+    ev = MODEL.evaluate(offered, mode, core, pool, threaded)
+    assert np.all(ev.delivered_gbps >= -1e-9)
+    assert np.all(ev.delivered_gbps <= offered + 1e-9)
+    assert np.all(ev.core_busy >= 0.0) and np.all(ev.core_busy <= 1.0 + 1e-12)
+    # Every core-second the tunnels are charged for is a busy core-second somewhere.
+    charged = float((ev.cpu_rx + ev.cpu_tx).sum())
+    assert charged == pytest.approx(ev.cores_used, rel=1e-6, abs=1e-9)
+    # One tunnel never exceeds what its serial stage can carry.
+    cap = np.where(mode == Mode.INLINE, 2.8, 5.0)
+    assert np.all(ev.delivered_gbps <= cap * 1.0001)
+
+
+@settings(max_examples=200, deadline=None)
+@given(configs(), st.floats(1.05, 3.0))
+def test_more_offered_load_never_reduces_total_throughput_of_inline(cfg: tuple,
+                                                                     k: float) -> None:
+    offered, _, core, pool, threaded = cfg
+    inline = np.ones_like(core, dtype=np.uint8)
+    placed = np.where(core < 0, default_cores(len(core), CORES), core)
+    # Inline only: each core's total is min(1 core, demand): monotone in the load.
+    lo = MODEL.evaluate(offered, inline, placed, pool, threaded)
+    hi = MODEL.evaluate(offered * k, inline, placed, pool, threaded)
+    assert hi.total_gbps >= lo.total_gbps - 1e-9
+
+
+def test_default_placement_is_round_robin() -> None:
+    ev = MODEL.evaluate(np.ones(10), np.ones(10, np.uint8), np.full(10, -1, np.int32),
+                        frozenset({0}), True)
+    assert ev.core.tolist() == [0, 1, 2, 3, 4, 5, 6, 7, 0, 1]
+
+
+def test_empty_pool_starves_vanilla_only() -> None:
+    ev = MODEL.evaluate(np.array([3.0, 1.0]), np.array([0, 1], np.uint8),
+                        np.array([0, 1], np.int32), frozenset(), True)
+    assert ev.delivered_gbps.tolist() == [0.0, 1.0]
+
+
+def test_rejects_cores_out_of_range() -> None:
+    with pytest.raises(ValueError, match="out of range"):
+        MODEL.evaluate(np.ones(1), np.ones(1, np.uint8), np.array([CORES], np.int32),
+                       frozenset({0}), True)
+
+
+def test_no_tunnels() -> None:
+    ev = MODEL.evaluate(np.zeros(0), np.zeros(0, np.uint8), np.zeros(0, np.int32),
+                        frozenset({0}), False)
+    assert ev.total_gbps == 0.0 and ev.cores_used == 0.0
