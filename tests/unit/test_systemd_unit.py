@@ -135,6 +135,7 @@ def test_unit_carries_the_service_contract() -> None:
     assert "--policy /etc/wghybrid/policy.toml" in one["Service.ExecStart"]
     assert one["Service.ExecReload"] == "/bin/kill -HUP $MAINPID"
     assert one["Service.Restart"] == "on-failure"
+    assert one["Service.RestartPreventExitStatus"] == "2"  # `wghybrid run`: bad configuration
     assert one["Service.WatchdogSec"] == "30s"
     assert one["Service.RuntimeDirectory"] == "wghybrid"
     assert one["Service.RuntimeDirectoryMode"] == "0750"
