@@ -138,3 +138,28 @@ def test_reload_resets_counters_and_modes() -> None:
     assert int(after.peers.rx_bytes.sum()) == 0 and np.all(after.peers.epoch == 1)
     assert np.all(after.peers.mode == Mode.VANILLA)
     assert np.all(after.core_busy_ns == before.core_busy_ns)  # /proc/stat does not reset
+
+
+def _bytes_over(gw: SimGateway, row: int, t0: float, t1: float) -> float:
+    gw.advance(t0)
+    a = float(gw.rx_bytes[row])
+    gw.advance(t1)
+    return float(gw.rx_bytes[row]) - a
+
+
+def test_a_change_of_path_costs_traffic_once() -> None:
+    quiet = SimGateway(load_scenario("few-elephants"))
+    moved = SimGateway(load_scenario("few-elephants"))
+    key = moved.scenario.tunnels[0].public_key
+    moved.advance(10.0)
+    moved.apply(SetPeerCore("wg0", key, 0))  # its default core: not a change
+    moved.apply(SetPeerMode("wg0", key, Mode.VANILLA))  # its mode already: not a change
+    assert _bytes_over(moved, 0, 10.0, 11.0) == pytest.approx(
+        _bytes_over(quiet, 0, 10.0, 11.0))
+    moved.apply(SetPeerCore("wg0", key, 20))  # an idle core
+    lost = _bytes_over(quiet, 0, 11.0, 12.0) - _bytes_over(moved, 0, 11.0, 12.0)
+    rate = float(quiet.last.delivered_gbps[0]) * 1e9 / 8  # type: ignore[union-attr]
+    cost = moved.model.params.switch_cost_s
+    assert lost == pytest.approx(rate * cost, rel=0.05)
+    assert _bytes_over(moved, 0, 12.0, 13.0) == pytest.approx(
+        _bytes_over(quiet, 0, 12.0, 13.0))

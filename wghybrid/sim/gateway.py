@@ -62,6 +62,8 @@ class SimGateway:
         self.crypt_cores: frozenset[int] = frozenset(range(self.cores))
         self.threaded_napi = self.scenario.threaded_napi
         self.present = np.ones(n, dtype=bool)
+        self.disrupted_until = np.zeros(n)
+        """Per tunnel, the simulated time until which a mode/core change costs it traffic."""
         self.epoch = np.zeros(n, dtype=np.uint64)
         self.time = 0.0
         self._zero_counters()
@@ -108,6 +110,9 @@ class SimGateway:
             offered = self.offered(self.time + dt / 2.0)
             ev = self.evaluate(offered)
             delivered = ev.delivered_gbps
+            lost = np.clip((self.disrupted_until - self.time) / dt, 0.0, 1.0)
+            if lost.any():
+                delivered = delivered * (1.0 - lost)
             rx_bytes = delivered * (GBIT * dt)
             rx_packets = rx_bytes / self.scenario.packet_bytes
             self.rx_bytes += rx_bytes
@@ -171,10 +176,15 @@ class SimGateway:
         """Carry out one operation; PermanentError names what does not exist."""
         if isinstance(op, SetPeerMode):
             i = self._peer(op.interface, op.public_key)
+            if self.mode[i] != op.mode:
+                self._disrupt(i)
             self.mode[i] = Mode(op.mode)
         elif isinstance(op, SetPeerCore):
             i = self._peer(op.interface, op.public_key)
             self._check_core(op.core)
+            current = int(self.core[i]) if self.core[i] >= 0 else i % self.cores
+            if current != op.core:
+                self._disrupt(i)
             self.core[i] = op.core
         elif isinstance(op, SetCryptCores):
             self._device(op.interface)
@@ -190,6 +200,10 @@ class SimGateway:
         else:
             raise PermanentError(f"unsupported operation {op!r}")
         self.log.append((self.time, op))
+
+    def _disrupt(self, i: int) -> None:
+        """A change of path costs the tunnel `switch_cost_s` of traffic, from now."""
+        self.disrupted_until[i] = self.time + self.model.params.switch_cost_s
 
     # -- events a real gateway has (for tests of the daemon) ----------------
 

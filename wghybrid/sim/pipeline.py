@@ -59,6 +59,10 @@ class ModelParams:
     """Extra crypt cost per Gbps per Gbps of device vanilla throughput. With crypt_cost this
     reproduces both CPU readings of FACTS (16 tunnels: 13 Gbps at 20 % of 32 cores with
     softirq NAPI, 48 Gbps at 100 % with threaded NAPI)."""
+    switch_cost_s: float = 0.1
+    """Seconds of a tunnel's traffic lost each time its mode or core changes (SimGateway):
+    packets in flight in the old path are dropped or reordered and TCP backs off. Not in
+    FACTS; an assumption, so that flapping is not free."""
     ack_cpu_share: float = 0.05
     """Fraction of a tunnel's CPU spent on the reverse (ACK) direction, reported as tx CPU.
     Not in FACTS (the paper calls ACK processing negligible); an assumption."""
