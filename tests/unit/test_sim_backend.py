@@ -7,7 +7,7 @@ import pytest
 
 from wghybrid.dataplane import DataPlane, PermanentError, TransientError
 from wghybrid.model import Mode, SetCryptCores, SetPeerCore, SetPeerMode, SetThreadedNapi
-from wghybrid.sim import SimDataPlane, SimGateway, load_scenario
+from wghybrid.sim import Scenario, SimDataPlane, SimGateway, TunnelSpec, load_scenario
 
 pytestmark = pytest.mark.unit
 
@@ -163,3 +163,21 @@ def test_a_change_of_path_costs_traffic_once() -> None:
     assert lost == pytest.approx(rate * cost, rel=0.05)
     assert _bytes_over(moved, 0, 12.0, 13.0) == pytest.approx(
         _bytes_over(quiet, 0, 12.0, 13.0))
+
+
+def test_keys_read_back_from_a_peer_table_still_match() -> None:
+    """numpy "S32" drops trailing NULs when an element is read; a key ending in 0x00 (one
+    real key in 256) must still find its peer."""
+    key = b"k" * 30 + b"\0\0"
+    scenario = Scenario(name="nul", description="", cores=4, duration=10.0,
+                        tunnels=(TunnelSpec("wg0", key, "t", 1, Mode.VANILLA),))
+    gw = SimGateway(scenario)
+    read_back = gw.sample().peers.key[0]
+    assert bytes(read_back) == b"k" * 30
+    gw.apply(SetPeerMode("wg0", bytes(read_back), Mode.INLINE))
+    assert gw.mode[0] == Mode.INLINE
+
+
+def test_scenario_keys_never_end_in_nul() -> None:
+    for name in ("mixed", "steady-mice"):
+        assert all(t.public_key[-1] != 0 for t in load_scenario(name).tunnels)

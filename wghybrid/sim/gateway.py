@@ -14,6 +14,7 @@ import numpy as np
 from wghybrid.dataplane import PermanentError
 from wghybrid.model import (
     F64,
+    KEY_LEN,
     GatewaySample,
     InterfaceState,
     Mode,
@@ -158,9 +159,10 @@ class SimGateway:
 
     def _peer(self, interface: str, key: bytes) -> int:
         self._device(interface)
-        i = self._index.get(bytes(key))
+        raw = bytes(key).ljust(KEY_LEN, b"\0")  # numpy "S32" elements lose trailing NULs
+        i = self._index.get(raw)
         if i is None or not self.present[i]:
-            raise PermanentError(f"no peer {short_key(bytes(key))} on {interface}")
+            raise PermanentError(f"no peer {short_key(raw)} on {interface}")
         return i
 
     def _device(self, interface: str) -> None:
@@ -209,12 +211,12 @@ class SimGateway:
 
     def remove_peer(self, key: bytes) -> None:
         """The peer vanishes (wg set ... peer X remove): no longer sampled, no traffic."""
-        i = self._index[bytes(key)]
+        i = self._index[bytes(key).ljust(KEY_LEN, b"\0")]
         self.present[i] = False
 
     def add_peer(self, key: bytes) -> None:
         """The peer comes back as a new peer: zero counters, new epoch, upstream defaults."""
-        i = self._index[bytes(key)]
+        i = self._index[bytes(key).ljust(KEY_LEN, b"\0")]
         if self.present[i]:
             return
         self.present[i] = True

@@ -238,11 +238,23 @@ def _build(doc: dict[str, Any], source: str) -> Scenario:
         width = len(str(count - 1))
         for j in range(count):
             tname = f"{gname}-{j:0{width}d}"
-            key = hashlib.sha256(f"{name}/{tname}".encode()).digest()
+            key = _key(f"{name}/{tname}")
             tunnels.append(TunnelSpec(iface, key, tname, flows, mode))
     return Scenario(name=name, description=description, cores=cores, duration=duration,
                     tunnels=tuple(tunnels), seed=seed, threaded_napi=threaded,
                     packet_bytes=packet_bytes, source=source, _groups=tuple(groups))
+
+
+def _key(label: str) -> bytes:
+    """A deterministic 32-byte public key for a tunnel. Never ends in a NUL byte: numpy's
+    "S32" arrays (PeerTable.key) strip trailing NULs when an element is read back, and
+    while every consumer must pad (`bytes(k).ljust(32, b"\\0")`), the simulated peers
+    should not depend on it. (Real keys end in 0x00 one time in 256; see
+    tests/unit/test_sim_backend.py for the sim's own handling.)"""
+    digest = hashlib.sha256(label.encode()).digest()
+    while digest[-1] == 0:
+        digest = hashlib.sha256(digest).digest()
+    return digest
 
 
 def _group(g: dict[str, Any], n: int, duration: float, rng: np.random.Generator,
