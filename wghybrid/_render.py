@@ -181,9 +181,15 @@ def _table(
 
 
 def render_status(
-    status: JsonObj, paint: Palette, now: float | None = None, interface: str | None = None
+    status: JsonObj,
+    paint: Palette,
+    now: float | None = None,
+    interface: str | None = None,
+    health: JsonObj | None = None,
 ) -> str:
-    """The `wg show`-like view: the daemon, then each interface's summary and peers."""
+    """The `wg show`-like view: the daemon, then each interface's summary and peers.
+
+    `health` (GET /v1/health) adds a warning line when the loop is degraded."""
     now = time.time() if now is None else now
     out: list[str] = []
     policy = status.get("policy") or {}
@@ -200,6 +206,11 @@ def render_status(
         out.append(", ".join(head))
         if policy.get("error"):
             out.append(paint("red", f"  last policy reload failed: {printable(policy['error'])}"))
+    if health is not None and health.get("status") not in (None, "ok"):
+        text = f"  {health['status']}: {printable(str(health.get('last_error') or '?'))}"
+        if health.get("last_tick") is not None:
+            text += f" (last tick {format_duration(now - float(health['last_tick']))} ago)"
+        out.insert(1, paint("red bold", text))
     ifaces = [i for i in status.get("interfaces", []) if interface in (None, i.get("name"))]
     for iface in ifaces:
         if out:

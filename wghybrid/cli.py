@@ -170,7 +170,8 @@ async def cmd_status(ctx: Context, api: Client) -> int:
             status = {**status, "interfaces": only}
         ctx.json(status)
     else:
-        ctx.out.write(_render.render_status(status, ctx.paint, interface=iface))
+        health = await api.get("/v1/health")
+        ctx.out.write(_render.render_status(status, ctx.paint, interface=iface, health=health))
     return 0
 
 

@@ -144,9 +144,18 @@ class Client:
                 text = await resp.text()
                 status = resp.status
                 reason = resp.reason or ""
+        except aiohttp.ClientConnectorCertificateError as exc:
+            cert = exc.certificate_error
+            why = getattr(cert, "verify_message", None) or str(cert)
+            raise UnreachableError(self.where, f"TLS certificate not accepted: {why}") from None
         except aiohttp.ClientConnectorError as exc:
             err = exc.os_error
-            reason = os.strerror(err.errno) if err.errno else (err.strerror or str(err))
+            if isinstance(err, ssl.SSLError):
+                reason = f"TLS: {err.reason or err}"
+            elif err.errno:
+                reason = os.strerror(err.errno)
+            else:
+                reason = err.strerror or str(err)
             raise UnreachableError(self.where, reason) from None
         except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError) as exc:
             raise UnreachableError(self.where, str(exc) or type(exc).__name__) from None

@@ -16,6 +16,7 @@ import os
 import pty
 import shutil
 import socket
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -109,6 +110,8 @@ class FakeDaemon:
 
     def __init__(self, token: str | None = None) -> None:
         self.status = canned_status()
+        self.health: dict[str, Any] = {"status": "ok", "ticks": 12, "last_tick": time.time(),
+                                       "last_error": None}
         self.overrides: list[dict[str, Any]] = []
         self.requests: list[tuple[str, str, dict[str, str], Any]] = []
         self.reload_error: str | None = None
@@ -120,13 +123,14 @@ class FakeDaemon:
         self.url = ""
 
     # -- lifecycle
-    def start(self, unix: str | None = None) -> FakeDaemon:
+    def start(self, unix: str | None = None, tls: ssl.SSLContext | None = None) -> FakeDaemon:
         self.thread.start()
-        asyncio.run_coroutine_threadsafe(self._start(unix), self.loop).result(10)
+        asyncio.run_coroutine_threadsafe(self._start(unix, tls), self.loop).result(10)
         return self
 
-    async def _start(self, unix: str | None) -> None:
+    async def _start(self, unix: str | None, tls: ssl.SSLContext | None) -> None:
         app = web.Application(middlewares=[self._middleware])
+        app.router.add_get("/v1/health", self.get_health)
         app.router.add_get("/v1/status", self.get_status)
         app.router.add_get("/v1/peers", self.get_peers)
         app.router.add_get("/v1/overrides", self.get_overrides)
@@ -141,8 +145,9 @@ class FakeDaemon:
         else:
             sock = socket.socket()
             sock.bind(("127.0.0.1", 0))
-            self.url = f"http://127.0.0.1:{sock.getsockname()[1]}"
-            await web.SockSite(self.runner, sock).start()
+            scheme = "https" if tls else "http"
+            self.url = f"{scheme}://127.0.0.1:{sock.getsockname()[1]}"
+            await web.SockSite(self.runner, sock, ssl_context=tls).start()
 
     def stop(self) -> None:
         if self.runner is not None:
@@ -171,6 +176,9 @@ class FakeDaemon:
 
     def _has_iface(self, name: str) -> bool:
         return any(i["name"] == name for i in self.status["interfaces"])
+
+    async def get_health(self, request: web.Request) -> web.Response:
+        return web.json_response(self.health)
 
     async def get_status(self, request: web.Request) -> web.Response:
         return web.json_response(self.status)
@@ -290,7 +298,19 @@ def test_plain_wghybrid_shows_status(
     anon = next(ln for ln in lines if ln.startswith("  " + ANON[:8]))  # no name: short key
     assert "950 bit/s" in anon
     assert any("unmanaged: no such peer in the module" in ln for ln in lines)
-    assert [r[:2] for r in daemon.requests] == [("GET", "/v1/status")] * 2
+    assert [r[:2] for r in daemon.requests] == [("GET", "/v1/status"), ("GET", "/v1/health")] * 2
+
+
+def test_status_warns_when_the_loop_is_degraded(
+    daemon: FakeDaemon, capsys: pytest.CaptureFixture[str]
+) -> None:
+    daemon.health = {"status": "degraded", "ticks": 40, "last_tick": time.time() - 75,
+                     "last_error": "sample: timed out after 5 s"}
+    code, out, _ = run(capsys, "status")
+    assert code == 0
+    assert out.splitlines()[1].startswith("  degraded: sample: timed out after 5 s (last tick 1m1")
+    code, out, _ = run(capsys, "status", "wg1")
+    assert out.splitlines()[0].startswith("  degraded: ")
 
 
 def test_status_of_one_interface(daemon: FakeDaemon, capsys: pytest.CaptureFixture[str]) -> None:
@@ -620,6 +640,33 @@ def test_tcp_with_token(
         assert code == 1
         assert err == f"wghybrid: cannot read the token file {tmp_path / 'none'}: " \
                       "No such file or directory\n"
+    finally:
+        fake.stop()
+
+
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="needs the openssl command")
+def test_https_with_a_private_ca(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    cert, key_file = tmp_path / "api.crt", tmp_path / "api.key"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
+         "-nodes", "-keyout", str(key_file), "-out", str(cert), "-days", "1",
+         "-subj", "/CN=wghybrid", "-addext", "subjectAltName=IP:127.0.0.1"],
+        check=True, capture_output=True, timeout=60,
+    )
+    tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    tls.load_cert_chain(cert, key_file)
+    fake = FakeDaemon(token="t").start(tls=tls)
+    try:
+        token = tmp_path / "token"
+        token.write_text("t")
+        base = ["--url", fake.url, "--token-file", str(token)]
+        code, out, _ = run(capsys, *base, "--cacert", str(cert), "dump")
+        assert code == 0 and len(out.splitlines()) == 5
+        code, out, err = run(capsys, *base, "dump")  # the system CAs do not know it
+        assert (code, out) == (1, "")
+        assert err.startswith(f"wghybrid: cannot reach the daemon at {fake.url}: TLS certificate "
+                              "not accepted: ")
+        assert "self-signed" in err and err.count("\n") == 1
     finally:
         fake.stop()
 
