@@ -1,5 +1,9 @@
 """The operator's path, only through the installed `wghybrid` command, against the real
-daemon (`wghybrid run --backend sim`) on its real unix socket."""
+daemon (`wghybrid run --backend sim`) on its real unix socket.
+
+The daemon runs as the unit runs it in one respect that matters to Python: with
+MemoryDenyWriteExecute (here the kernel's own PR_SET_MDWE, inherited across exec, where
+the kernel has it), so a W+X mapping anywhere in its stack would kill the test."""
 
 from __future__ import annotations
 
@@ -26,6 +30,15 @@ ROOT = Path(__file__).resolve().parents[2]
 WGHYBRID = str(Path(sys.executable).parent / "wghybrid")
 T = TypeVar("T")
 
+# Turn on the kernel's MDWE (Linux >= 6.3), then exec the command line given.
+MDWE_EXEC = """
+import ctypes, os, sys
+libc = ctypes.CDLL(None, use_errno=True)
+on = libc.prctl(65, 1, 0, 0, 0) == 0  # PR_SET_MDWE, PR_MDWE_REFUSE_EXEC_GAIN
+print("mdwe:", "on" if on else "unsupported", flush=True)
+os.execv(sys.argv[1], sys.argv[1:])
+"""
+
 
 def wait_for(what: str, probe: Callable[[], T | None], timeout: float = 30.0) -> T:
     deadline = time.monotonic() + timeout
@@ -50,8 +63,9 @@ class Gateway:
         self.env["WGHYBRID_SOCKET"] = str(self.socket)
         self.log = open(root / "daemon.log", "wb")  # noqa: SIM115 (closed in stop)
         self.proc = subprocess.Popen(
-            [WGHYBRID, "run", "--backend", "sim", "--scenario", "mixed",
-             "--policy", str(self.policy), "--state-dir", str(root / "state")],
+            [sys.executable, "-c", MDWE_EXEC, WGHYBRID, "run", "--backend", "sim",
+             "--scenario", "mixed", "--policy", str(self.policy),
+             "--state-dir", str(root / "state")],
             stdout=self.log, stderr=subprocess.STDOUT, env=self.env,
         )
 
@@ -97,6 +111,8 @@ def gateway() -> Iterator[Gateway]:
 def test_operator_path_through_the_cli(gateway: Gateway) -> None:
     gw = gateway
     wait_for("the daemon's first tick", lambda: gw.cli("dump").stdout or None)
+    log = (gw.root / "daemon.log").read_text()
+    assert log.startswith(("mdwe: on\n", "mdwe: unsupported\n")), log
 
     # status: the pretty view and the JSON agree on the peers.
     status = gw.status()
