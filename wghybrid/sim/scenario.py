@@ -2,7 +2,7 @@
 
 A scenario is a set of tunnel groups; each group's offered load per tunnel is
 
-    offered(t) = max(0, base * diurnal(t) * noise(t) + burst(t)) * active(t)
+    offered(t) = (max(0, base * diurnal(t) * noise(t)) + burst(t)) * active(t)
 
 with every random part drawn once from the scenario's seed, so a scenario is a
 deterministic function of time. The file format is documented in docs/sim-model.md and in
