@@ -7,7 +7,15 @@ import pytest
 
 from wghybrid.dataplane import DataPlane, PermanentError, TransientError
 from wghybrid.model import Mode, SetCryptCores, SetPeerCore, SetPeerMode, SetThreadedNapi
-from wghybrid.sim import Scenario, SimDataPlane, SimGateway, TunnelSpec, load_scenario
+from wghybrid.sim import (
+    GatewayModel,
+    ModelParams,
+    Scenario,
+    SimDataPlane,
+    SimGateway,
+    TunnelSpec,
+    load_scenario,
+)
 
 pytestmark = pytest.mark.unit
 
@@ -181,3 +189,9 @@ def test_keys_read_back_from_a_peer_table_still_match() -> None:
 def test_scenario_keys_never_end_in_nul() -> None:
     for name in ("mixed", "steady-mice"):
         assert all(t.public_key[-1] != 0 for t in load_scenario(name).tunnels)
+
+
+def test_model_and_scenario_are_exposed() -> None:
+    model = GatewayModel(cores=32, params=ModelParams(switch_cost_s=0.0))
+    dp = SimDataPlane("few-elephants", model=model)
+    assert dp.model is model and dp.scenario.name == "few-elephants"

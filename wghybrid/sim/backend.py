@@ -53,6 +53,15 @@ class SimDataPlane:
         self.faults = Faults()
         self.closed = False
 
+    @property
+    def model(self) -> GatewayModel:
+        """The gateway model behind this data plane."""
+        return self.gateway.model
+
+    @property
+    def scenario(self) -> Scenario:
+        return self.gateway.scenario
+
     def _check_open(self) -> None:
         if self.closed:
             raise PermanentError("the simulated data plane is closed")
