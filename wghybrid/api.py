@@ -313,23 +313,21 @@ def parse_override(
     expires = _number(body, "expires")
     if "expires_in" in body and "expires" in body:
         raise ApiError(400, "give expires_in or expires, not both", "expires")
+    if expires_in is not None and not 0 < expires_in <= MAX_EXPIRY:
+        raise ApiError(400, f"expires_in must be > 0 and at most {MAX_EXPIRY:g} s", "expires_in")
+    # Well-formed: now the peer must exist (404) before the values are weighed (422).
+    found = _find_interface(snapshot, iface)
+    if not any(p.public_key == key for p in found.peers):
+        raise ApiError(404, f"unknown peer {key_text} on {iface}", "public_key")
+    if mode is None and core is None:
+        raise ApiError(422, "an override needs a mode, a core, or both", "mode")
     if expires_in is not None:
-        if not 0 < expires_in <= MAX_EXPIRY:
-            raise ApiError(
-                400, f"expires_in must be > 0 and at most {MAX_EXPIRY:g} s", "expires_in"
-            )
         expires = now + expires_in
     elif expires is not None:
         if expires <= now:
             raise ApiError(422, "expires is in the past", "expires")
         if expires > now + MAX_EXPIRY:
             raise ApiError(422, "expires is more than ten years away", "expires")
-    if mode is None and core is None:
-        raise ApiError(422, "an override needs a mode, a core, or both", "mode")
-    found = _find_interface(snapshot, iface)
-    peer = next((p for p in found.peers if p.public_key == key), None)
-    if peer is None:
-        raise ApiError(404, f"unknown peer {key_text} on {iface}", "public_key")
     if core is not None and core not in found.cores:
         raise ApiError(
             422, f"core {core} is not among the managed cores ({_cpulist(found.cores)})", "core"
