@@ -1,12 +1,12 @@
 """The operator's path, only through the installed `wghybrid` command, against the real
 daemon (`wghybrid run --backend sim`) on its real unix socket.
 
-The daemon runs as the unit runs it in one respect that matters to Python: with
-MemoryDenyWriteExecute (here the kernel's own PR_SET_MDWE, inherited across exec, where
-the kernel has it), so a W+X mapping anywhere in its stack would kill the test."""
+The daemon runs under the unit's memory and system-call restrictions (SANDBOX_EXEC), so a
+W+X mapping or a forbidden system call that breaks it fails this test, not a gateway."""
 
 from __future__ import annotations
 
+import ctypes.util
 import json
 import os
 import shutil
@@ -30,12 +30,74 @@ ROOT = Path(__file__).resolve().parents[2]
 WGHYBRID = str(Path(sys.executable).parent / "wghybrid")
 T = TypeVar("T")
 
-# Turn on the kernel's MDWE (Linux >= 6.3), then exec the command line given.
-MDWE_EXEC = """
-import ctypes, os, sys
+# Confine the daemon as systemd/wghybrid.service does, where this machine can without
+# systemd, then exec the command line given:
+# - MemoryDenyWriteExecute=yes: the kernel's own PR_SET_MDWE (Linux >= 6.3);
+# - SystemCallFilter=@system-service ~@privileged @resources with
+#   SystemCallErrorNumber=EPERM, and RestrictAddressFamilies=AF_UNIX AF_NETLINK AF_INET
+#   AF_INET6: the same seccomp filter, built with libseccomp from systemd-analyze's own
+#   list of the groups.
+SANDBOX_EXEC = """
+import ctypes, errno, os, socket, subprocess, sys
+
 libc = ctypes.CDLL(None, use_errno=True)
-on = libc.prctl(65, 1, 0, 0, 0) == 0  # PR_SET_MDWE, PR_MDWE_REFUSE_EXEC_GAIN
-print("mdwe:", "on" if on else "unsupported", flush=True)
+print("mdwe:", "on" if libc.prctl(65, 1, 0, 0, 0) == 0 else "unsupported", flush=True)
+
+def groups():
+    text = subprocess.run(["systemd-analyze", "syscall-filter", "--no-pager"],
+                          capture_output=True, text=True, check=True).stdout
+    found, current = {}, None
+    for line in text.splitlines():
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        if line[0].isspace():
+            found[current].append(line.strip())
+        else:
+            current = line.strip()
+            found[current] = []
+    return found
+
+def expand(found, names):
+    out = set()
+    for n in names:
+        out |= expand(found, found[n]) if n.startswith("@") else {n}
+    return out
+
+class Cmp(ctypes.Structure):
+    _fields_ = [("arg", ctypes.c_uint), ("op", ctypes.c_int),
+                ("a", ctypes.c_uint64), ("b", ctypes.c_uint64)]
+
+try:
+    lib = ctypes.CDLL("libseccomp.so.2")
+    found = groups()
+except (OSError, subprocess.CalledProcessError):
+    print("seccomp: unsupported", flush=True)
+else:
+    allowed = expand(found, ["@system-service"]) - expand(found, ["@privileged", "@resources"])
+    lib.seccomp_init.restype = ctypes.c_void_p
+    lib.seccomp_init.argtypes = [ctypes.c_uint32]
+    lib.seccomp_syscall_resolve_name.argtypes = [ctypes.c_char_p]
+    lib.seccomp_rule_add_array.argtypes = [
+        ctypes.c_void_p, ctypes.c_uint32, ctypes.c_int, ctypes.c_uint, ctypes.c_void_p]
+    lib.seccomp_load.argtypes = [ctypes.c_void_p]
+    ALLOW, EPERM = 0x7FFF0000, 0x00050000 | errno.EPERM
+    ctx = lib.seccomp_init(EPERM)
+    for name in sorted(allowed - {"socket"}):
+        nr = lib.seccomp_syscall_resolve_name(name.encode())
+        if nr >= 0:
+            assert lib.seccomp_rule_add_array(ctx, ALLOW, nr, 0, None) == 0, name
+    nr = lib.seccomp_syscall_resolve_name(b"socket")
+    for family in (socket.AF_UNIX, socket.AF_NETLINK, socket.AF_INET, socket.AF_INET6):
+        eq = Cmp(0, 4, family, 0)  # SCMP_CMP_EQ on the first argument
+        assert lib.seccomp_rule_add_array(ctx, ALLOW, nr, 1, ctypes.byref(eq)) == 0
+    assert lib.seccomp_load(ctx) == 0
+    print("seccomp: on,", len(allowed), "system calls", flush=True)
+    try:
+        socket.socket(socket.AF_PACKET, socket.SOCK_RAW)
+    except PermissionError:
+        pass
+    else:
+        raise SystemExit("the seccomp filter is not in force")
 os.execv(sys.argv[1], sys.argv[1:])
 """
 
@@ -63,7 +125,7 @@ class Gateway:
         self.env["WGHYBRID_SOCKET"] = str(self.socket)
         self.log = open(root / "daemon.log", "wb")  # noqa: SIM115 (closed in stop)
         self.proc = subprocess.Popen(
-            [sys.executable, "-c", MDWE_EXEC, WGHYBRID, "run", "--backend", "sim",
+            [sys.executable, "-c", SANDBOX_EXEC, WGHYBRID, "run", "--backend", "sim",
              "--scenario", "mixed", "--policy", str(self.policy),
              "--state-dir", str(root / "state")],
             stdout=self.log, stderr=subprocess.STDOUT, env=self.env,
@@ -111,8 +173,11 @@ def gateway() -> Iterator[Gateway]:
 def test_operator_path_through_the_cli(gateway: Gateway) -> None:
     gw = gateway
     wait_for("the daemon's first tick", lambda: gw.cli("dump").stdout or None)
-    log = (gw.root / "daemon.log").read_text()
-    assert log.startswith(("mdwe: on\n", "mdwe: unsupported\n")), log
+    sandbox = (gw.root / "daemon.log").read_text().splitlines()[:2]
+    assert sandbox[0] in ("mdwe: on", "mdwe: unsupported")
+    assert sandbox[1].startswith(("seccomp: on,", "seccomp: unsupported"))
+    if shutil.which("systemd-analyze") and ctypes.util.find_library("seccomp"):
+        assert sandbox[1].startswith("seccomp: on,"), sandbox
 
     # status: the pretty view and the JSON agree on the peers.
     status = gw.status()
