@@ -26,7 +26,6 @@ from typing import Any, TextIO
 
 from wghybrid import __version__, _render
 from wghybrid.client import DEFAULT_SOCKET, ApiError, Client, ClientError, read_token
-from wghybrid.model import BadKeyError, decode_key
 
 PROG = "wghybrid"
 
@@ -66,6 +65,16 @@ def parse_time(text: str) -> float:
     if when.tzinfo is None:
         when = when.astimezone()  # naive: the operator's local time
     return when.timestamp()
+
+
+def parse_seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"bad number of seconds {text!r}")
+    return value
 
 
 def parse_core(text: str) -> int:
@@ -127,6 +136,8 @@ def _api(command: Callable[[Context, Client], Awaitable[int]]) -> Callable[[Cont
 
 async def resolve_peer(api: Client, interface: str, text: str) -> tuple[str, str]:
     """(base64 key, label) of `text` on `interface`: a key, a name, or a unique key prefix."""
+    from wghybrid.model import BadKeyError, decode_key  # numpy: only when needed (startup)
+
     try:
         decode_key(text)
     except BadKeyError:
@@ -403,7 +414,7 @@ def _add_connection_options(p: argparse.ArgumentParser, top: bool) -> None:
         help="CA certificate to verify an https --url with",
     )
     g.add_argument(
-        "--timeout", type=float, metavar="SECONDS", default=d(10.0),
+        "--timeout", type=parse_seconds, metavar="SECONDS", default=d(10.0),
         help="give up on the daemon after this long (default 10)",
     )
 

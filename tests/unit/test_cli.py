@@ -520,6 +520,8 @@ def test_override_set_errors_are_one_line(
         (["override"], "a subcommand is required"),
         (["frobnicate"], "invalid choice: 'frobnicate'"),
         (["--socket"], "expected one argument"),
+        (["status", "--timeout", "0"], "bad number of seconds '0'"),
+        (["--timeout", "nan"], "bad number of seconds 'nan'"),
     ],
 )
 def test_bad_arguments_exit_2_with_argparse_message(
