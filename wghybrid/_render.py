@@ -356,11 +356,15 @@ def render_overrides(
 
 
 def render_policy(policy: JsonObj, error: str | None, paint: Palette) -> str:
-    """The policy as TOML-like `key = value` lines under [section] headers."""
+    """The policy as a TOML document (the file's layout); where it came from as a comment."""
     lines: list[str] = []
     if error:
         lines.append(paint("red", f"# last reload failed, this policy keeps running: {error}"))
-    _toml_table(policy, [], lines, paint)
+    body = dict(policy)
+    source = body.pop("source", None)
+    if source is not None:
+        lines.append(paint("dim", f"# loaded from {printable(str(source))}"))
+    _toml_table(body, [], lines, paint)
     return "\n".join(lines).strip("\n") + "\n"
 
 

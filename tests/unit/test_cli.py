@@ -565,7 +565,9 @@ def test_override_clear_and_list(daemon: FakeDaemon, capsys: pytest.CaptureFixtu
 def test_policy_show(daemon: FakeDaemon, capsys: pytest.CaptureFixture[str]) -> None:
     code, out, _ = run(capsys, "policy", "show")
     assert code == 0
+    assert out.splitlines()[0] == "# loaded from /etc/wghybrid/policy.toml"
     assert 'name = "default"' in out.splitlines()
+    assert "source =" not in out
     assert "[classify]" in out and "promote_gbps = 2.0" in out
     assert f'"{ALICE}" = "alice"' in out
     code, out, _ = run(capsys, "policy", "show", "--json")

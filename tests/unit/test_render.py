@@ -166,9 +166,10 @@ def test_dump_rows_match_the_columns() -> None:
 
 
 def test_render_policy_is_toml_for_the_shipped_default() -> None:
-    data = policy_to_dict(Policy(names={b"\x01" * 32: "alice"}))
-    data.pop("source", None)
+    data = policy_to_dict(Policy(names={b"\x01" * 32: "alice"}, source="/etc/p.toml"))
     text = _render.render_policy(data, None, _render.Palette(False))
+    assert text.startswith("# loaded from /etc/p.toml\n")
+    del data["source"]
     assert tomllib.loads(text) == data
 
 
