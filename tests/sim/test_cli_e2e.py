@@ -207,11 +207,11 @@ def test_operator_path_through_the_cli(gateway: Gateway) -> None:
     assert [(o["public_key"], o["mode"], o["core"], o["reason"]) for o in listed] == [
         (key, "vanilla", 3, "e2e")
     ]
-    applied = wait_for(
-        "mouse-007 pinned vanilla on core 3",
-        lambda: (p := gw.peer("mouse-007"))["pinned"] and p["mode"] == "vanilla"
-        and p["core"] == 3 and p,
-    )
+    def pinned() -> dict[str, Any] | None:
+        p = gw.peer("mouse-007")
+        return p if p["pinned"] and p["mode"] == "vanilla" and p["core"] == 3 else None
+
+    applied = wait_for("mouse-007 pinned vanilla on core 3", pinned)
     assert applied["override"]["reason"] == "e2e"
     line = next(ln for ln in gw.ok("status", "wg0").splitlines()
                 if ln.startswith("  mouse-007 "))
