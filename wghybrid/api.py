@@ -12,13 +12,14 @@ carry `Authorization: Bearer <token>`.
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import json
 import logging
 import math
 import socket
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import resources
 from typing import TYPE_CHECKING, Any
 
@@ -63,8 +64,68 @@ class ApiConfig:
     openapi: bytes
 
 
+@dataclass(slots=True)
+class BodyCache:
+    """Encoded answers of the big GETs (status, peers, metrics), built at most once per
+    tick or override change: under load the API serves bytes, not fresh JSON."""
+
+    key: object = None
+    bodies: dict[str, bytes] = field(default_factory=dict)
+    metrics: bytes = b""
+    metrics_serial: int = -1
+    metrics_pending: tuple[int, asyncio.Future[bytes]] | None = None
+    fragments: Fragments | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Fragments:
+    """One snapshot pre-encoded: per interface its JSON head, per peer its JSON minus the
+    two fields an override changes ("pinned", "override"). A new override costs a join of
+    strings, not a re-encoding of every peer."""
+
+    serial: int
+    interfaces: tuple[tuple[str, str, tuple[tuple[tuple[str, bytes], str], ...]], ...]
+    """(name, head without its closing brace, ((interface, key), peer without its closing
+    brace) ...)"""
+
+    @staticmethod
+    def build(serial: int, snapshot: tuple[InterfaceStatus, ...]) -> Fragments:
+        out = []
+        for i in snapshot:
+            head = _encode(interface_json(i, {}, with_peers=False))[:-1]
+            peers = tuple(
+                ((p.interface, p.public_key), _encode(_peer_fields(p))[:-1]) for p in i.peers
+            )
+            out.append((i.name, head, peers))
+        return Fragments(serial, tuple(out))
+
+    def peers(self, name: str | None, live: dict[tuple[str, bytes], Override]) -> str:
+        return ", ".join(
+            _peer_tail(base, live.get(key))
+            for iname, _, peers in self.interfaces
+            if name is None or iname == name
+            for key, base in peers
+        )
+
+    def interfaces_json(self, live: dict[tuple[str, bytes], Override]) -> str:
+        return ", ".join(
+            f'{head}, "peers": [{self.peers(name, live)}]}}' for name, head, _ in self.interfaces
+        )
+
+
+def _encode(data: object) -> str:
+    return json.dumps(data, allow_nan=False)
+
+
+def _peer_tail(base: str, override: Override | None) -> str:
+    if override is None:
+        return base + ', "pinned": false, "override": null}'
+    return f'{base}, "pinned": true, "override": {_encode(override_to_dict(override))}}}'
+
+
 DAEMON: web.AppKey[Daemon] = web.AppKey("daemon")
 CONFIG = web.AppKey("config", ApiConfig)
+CACHE = web.AppKey("cache", BodyCache)
 
 
 class ApiError(Exception):
@@ -123,6 +184,7 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
         return error_response(exc.status, message or exc.reason, None, headers)
     except Exception:
         request.app[DAEMON].metrics.internal_errors.inc()
+        request.app[DAEMON].serial += 1
         log.exception("internal error answering %s %s", request.method, request.rel_url)
         return error_response(500, "internal error (logged by the daemon)")
 
@@ -147,21 +209,29 @@ def _finite(x: float) -> float:
     return float(x) if math.isfinite(x) else 0.0
 
 
-def peer_json(p: PeerStatus, override: Override | None) -> dict[str, Any]:
+def _peer_fields(p: PeerStatus) -> dict[str, Any]:
+    """A peer's JSON fields but "pinned" and "override" (which follow the live overrides)."""
     return {
         "interface": p.interface,
         "public_key": encode_key(p.public_key),
         "name": p.name,
         "mode": str(p.mode),
         "class": str(p.pclass),
-        "pinned": override is not None,
         "rx_bps": _finite(p.rx_bps),
         "tx_bps": _finite(p.tx_bps),
         "cpu": _finite(p.cpu),
         "core": int(p.core),
         "time_in_mode": _finite(p.time_in_mode),
-        "override": override_to_dict(override) if override is not None else None,
         "unmanaged": p.unmanaged,
+    }
+
+
+def peer_json(p: PeerStatus, override: Override | None) -> dict[str, Any]:
+    """A peer as the API shows it (components/schemas/Peer)."""
+    return {
+        **_peer_fields(p),
+        "pinned": override is not None,
+        "override": override_to_dict(override) if override is not None else None,
     }
 
 
@@ -170,17 +240,20 @@ def _cpulist(cores: frozenset[int]) -> str:
 
 
 def interface_json(
-    i: InterfaceStatus, overrides: dict[tuple[str, bytes], Override]
+    i: InterfaceStatus, overrides: dict[tuple[str, bytes], Override], with_peers: bool = True
 ) -> dict[str, Any]:
-    return {
+    """An interface as the API shows it (components/schemas/Interface)."""
+    out: dict[str, Any] = {
         "name": i.name,
         "cores": _cpulist(i.cores),
         "crypt_cores": _cpulist(i.crypt_cores),
         "inline_cores": _cpulist(i.inline_cores),
         "threaded_napi": i.threaded_napi,
         "unsupported": list(i.unsupported),
-        "peers": [peer_json(p, overrides.get((p.interface, p.public_key))) for p in i.peers],
     }
+    if with_peers:
+        out["peers"] = [peer_json(p, overrides.get((p.interface, p.public_key))) for p in i.peers]
+    return out
 
 
 def _live(daemon: Daemon) -> dict[tuple[str, bytes], Override]:
@@ -198,19 +271,42 @@ async def get_health(request: web.Request) -> web.Response:
     )
 
 
+Build = Callable[[Fragments, dict[tuple[str, bytes], Override]], str]
+
+
+def _cached(request: web.Request, name: str, build: Build) -> web.Response:
+    """The answer `build` makes, from a cache valid for one snapshot and one override set."""
+    d = request.app[DAEMON]
+    live = _live(d)
+    key = (d.serial, d.overrides_serial, tuple(live))
+    cache = request.app[CACHE]
+    if cache.key != key:
+        cache.key = key
+        cache.bodies.clear()
+    body = cache.bodies.get(name)
+    if body is None:
+        if cache.fragments is None or cache.fragments.serial != d.serial:
+            cache.fragments = Fragments.build(d.serial, d.snapshot)
+        body = cache.bodies[name] = build(cache.fragments, live).encode()
+    return web.Response(body=body, content_type="application/json")
+
+
 async def get_status(request: web.Request) -> web.Response:
     d = request.app[DAEMON]
-    pol = d.policy
-    live = _live(d)
-    return web.json_response(
-        {
-            "version": d.version,
-            "backend": d.backend,
-            "dry_run": d.dry_run,
-            "policy": {"name": pol.name, "source": pol.source, "error": d.policy_error},
-            "interfaces": [interface_json(i, live) for i in d.snapshot],
-        }
-    )
+
+    def build(fragments: Fragments, live: dict[tuple[str, bytes], Override]) -> str:
+        pol = d.policy
+        head = _encode(
+            {
+                "version": d.version,
+                "backend": d.backend,
+                "dry_run": d.dry_run,
+                "policy": {"name": pol.name, "source": pol.source, "error": d.policy_error},
+            }
+        )
+        return f'{head[:-1]}, "interfaces": [{fragments.interfaces_json(live)}]}}'
+
+    return _cached(request, "status", build)
 
 
 def _query_one(request: web.Request, name: str, required: bool) -> str | None:
@@ -234,10 +330,13 @@ def _find_interface(snapshot: tuple[InterfaceStatus, ...], name: str) -> Interfa
 async def get_peers(request: web.Request) -> web.Response:
     d = request.app[DAEMON]
     name = _query_one(request, "interface", required=False)
-    ifaces = d.snapshot if name is None else (_find_interface(d.snapshot, name),)
-    live = _live(d)
-    peers = [peer_json(p, live.get((p.interface, p.public_key))) for i in ifaces for p in i.peers]
-    return web.json_response({"peers": peers})
+    if name is not None:
+        _find_interface(d.snapshot, name)  # 404 for an unknown one
+
+    def build(fragments: Fragments, live: dict[tuple[str, bytes], Override]) -> str:
+        return f'{{"peers": [{fragments.peers(name, live)}]}}'
+
+    return _cached(request, "peers" if name is None else "peers/" + name, build)
 
 
 async def get_overrides(request: web.Request) -> web.Response:
@@ -384,7 +483,22 @@ async def get_openapi(request: web.Request) -> web.Response:
 
 
 async def get_metrics(request: web.Request) -> web.Response:
-    body = request.app[DAEMON].metrics.render()
+    d = request.app[DAEMON]
+    cache = request.app[CACHE]
+    serial = d.serial
+    # Metrics come from the tick's snapshot and counters only (overrides do not change
+    # them): render once per tick, in a worker thread so that a large gateway's exposition
+    # never holds the event loop, and let concurrent scrapes share that one rendering.
+    if cache.metrics_serial != serial:
+        pending = cache.metrics_pending
+        if pending is None or pending[0] != serial:
+            pending = (serial, asyncio.ensure_future(asyncio.to_thread(d.metrics.render)))
+            cache.metrics_pending = pending
+        body = await asyncio.shield(pending[1])
+        if cache.metrics_pending is pending:
+            cache.metrics, cache.metrics_serial, cache.metrics_pending = body, serial, None
+    else:
+        body = cache.metrics
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
@@ -396,6 +510,7 @@ def build_app(daemon: Daemon, *, token: str | None = None) -> web.Application:
     app = web.Application(client_max_size=MAX_BODY, middlewares=middlewares)
     app[DAEMON] = daemon
     app[CONFIG] = ApiConfig(token, openapi_document())
+    app[CACHE] = BodyCache()
     app.router.add_get("/v1/health", get_health)
     app.router.add_get("/v1/status", get_status)
     app.router.add_get("/v1/peers", get_peers)

@@ -62,7 +62,6 @@ from wghybrid.state import (
     StateStore,
     Unmanaged,
     sorted_overrides,
-    write_atomic,
 )
 
 log = logging.getLogger("wghybrid.daemon")
@@ -140,7 +139,10 @@ class Daemon:
         self.overrides: dict[OverrideKey, Override] = {}
         self.snapshot: tuple[InterfaceStatus, ...] = ()
         self.serial = 0
-        """Bumped whenever the snapshot or the overrides change (API caches key on it)."""
+        """Bumped whenever the snapshot, the policy or an error count changes (each tick,
+        at least); the API's cached answers are keyed on it."""
+        self.overrides_serial = 0
+        """Bumped whenever an override is set, cleared or dropped."""
         self.ticks = 0
         self.last_tick: float | None = None
         self.last_error: str | None = None
@@ -226,7 +228,7 @@ class Daemon:
                 else:
                     self.overrides[key] = previous
                 raise
-            self.serial += 1
+            self.overrides_serial += 1
         log.info(
             "[#] override %s/%s%s%s%s%s",
             override.interface,
@@ -252,7 +254,7 @@ class Daemon:
             except OSError:
                 self.overrides[key] = previous
                 raise
-            self.serial += 1
+            self.overrides_serial += 1
         log.info(
             "[#] override %s/%s cleared",
             interface,
@@ -271,7 +273,7 @@ class Daemon:
                 await self._persist()
             except OSError as exc:
                 log.error("cannot save state to %s: %s", self.store.path, exc)
-            self.serial += 1
+            self.overrides_serial += 1
         for o in dropped:
             log.info(
                 "[#] override %s/%s expired",
@@ -301,6 +303,7 @@ class Daemon:
             except Exception as exc:
                 self.policy_error = str(exc)
                 self.metrics.policy_reload_errors.inc()
+                self.serial += 1
                 log.error("policy reload rejected, keeping %r: %s", self.policy.name, exc)
                 self._notify_status()
                 raise
@@ -354,6 +357,7 @@ class Daemon:
             self.last_error = f"internal error: {type(exc).__name__}: {exc}"
             self.metrics.internal_errors.inc()
             log.exception("tick failed")
+        self.serial += 1
         self._notify("WATCHDOG=1")
         self._notify_status()
         return result
@@ -364,7 +368,6 @@ class Daemon:
         self.snapshot = self.controller.status(overrides, wall_now)
         self.ticks += 1
         self.last_tick = wall_now
-        self.serial += 1
         self.metrics.ticks.inc()
         self.metrics.tick_duration.observe(result.duration)
         errors = [r for r in result.results if r.error is not None]
@@ -740,18 +743,22 @@ class PersistentSim:
             "time": self.sim.clock(),
             "wall": self._wall(),
         }
-        write_atomic(self.path, json.dumps(data).encode())
+        # The simulated kernel's memory: it must survive SIGKILL of the daemon, which
+        # rename() alone ensures; fsync (power loss) is not worth its latency here.
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        tmp.write_bytes(json.dumps(data).encode())
+        os.replace(tmp, self.path)
 
     async def sample(self) -> GatewaySample:
         return await self.sim.sample()
 
     async def apply(self, op: Operation) -> None:
         await self.sim.apply(op)
-        await asyncio.to_thread(self._save)
+        self._save()
 
     async def close(self) -> None:
         if not self.sim.closed:
-            await asyncio.to_thread(self._save)
+            self._save()
         await self.sim.close()
 
 

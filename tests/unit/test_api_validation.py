@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from wghybrid.api import ApiError, interface_json, parse_override, peer_json
+from wghybrid.api import ApiError, Fragments, interface_json, parse_override, peer_json
 from wghybrid.model import (
     InterfaceStatus,
     Mode,
@@ -103,3 +103,21 @@ def test_interface_json_renders_cpulists_and_live_overrides() -> None:
     assert peer["override"]["mode"] == "vanilla"
     empty = InterfaceStatus("wg1", frozenset(), frozenset(), frozenset(), False, ())
     assert interface_json(empty, {})["crypt_cores"] == ""
+
+
+def test_pre_encoded_fragments_equal_the_plain_encoding() -> None:
+    other = PeerStatus("wg0", OTHER, 'quote " and \\ and ü', Mode.VANILLA, PeerClass.ELEPHANT,
+                       False, 5e9, 1e8, 2.5, -1, 3.0, unmanaged="gone")
+    snap = (
+        InterfaceStatus("wg0", frozenset(range(8)), frozenset({0, 1}), frozenset({3}), True,
+                        (PEER, other), ("threaded_napi: EOPNOTSUPP",)),
+        InterfaceStatus("wg1", frozenset(), frozenset(), frozenset(), False, ()),
+    )
+    pin = Override("wg0", OTHER, None, 4, NOW + 60, "ops", NOW)
+    for live in ({}, {("wg0", OTHER): pin}):
+        fragments = Fragments.build(7, snap)
+        plain = [interface_json(i, live) for i in snap]
+        assert json.loads(f"[{fragments.interfaces_json(live)}]") == plain
+        assert json.loads(f"[{fragments.peers('wg0', live)}]") == plain[0]["peers"]
+        assert json.loads(f"[{fragments.peers(None, live)}]") == plain[0]["peers"]
+        assert fragments.peers("wg1", live) == ""
