@@ -195,3 +195,19 @@ def test_model_and_scenario_are_exposed() -> None:
     model = GatewayModel(cores=32, params=ModelParams(switch_cost_s=0.0))
     dp = SimDataPlane("few-elephants", model=model)
     assert dp.model is model and dp.scenario.name == "few-elephants"
+
+
+async def test_default_clock_runs_from_construction_at_speed() -> None:
+    dp = SimDataPlane("few-elephants", speed=1000.0)
+    a = await dp.sample()
+    b = await dp.sample()
+    assert 0.0 <= a.now <= b.now
+    assert dp.gateway.time == b.now
+
+
+def test_loop_replays_the_scenario() -> None:
+    gw = SimGateway("elephants-churn", loop=True)
+    duration = gw.scenario.duration
+    assert np.array_equal(gw.offered(100.0), gw.offered(100.0 + duration))
+    held = SimGateway("elephants-churn")
+    assert np.array_equal(held.offered(duration + 100.0), held.offered(duration))
