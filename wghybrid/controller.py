@@ -213,6 +213,7 @@ class Controller:
             crypt_cores=tuple(i.crypt_cores for i in sample.interfaces),
             threaded_napi=tuple(i.threaded_napi for i in sample.interfaces),
             pool=self._pool,
+            core_busy=rates.core_busy,
         )
         out = plan_operations(inp, pol.placement)
         self._last = out

@@ -25,7 +25,7 @@ first and device settings (pool, threaded NAPI) are not counted.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -89,6 +89,10 @@ class PlanInput:
     """Observed threaded-NAPI flag per interface."""
     pool: frozenset[int] | None
     """The pool decided last tick (None: none yet; derived from observation)."""
+    core_busy: F64 = field(default_factory=lambda: np.zeros(0))
+    """Measured busy fraction per core (empty: not measured yet). A pool whose cores are
+    busier than its tunnels' own CPU says is short: vanilla tunnels' counters only show
+    what they got, not what they wanted."""
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -124,6 +128,37 @@ def _choose_pool(
     rest = [c for c in cores if c not in pool]
     rest.sort(key=lambda c: (inline_load[c], -c))
     return frozenset(pool + rest[: size - len(pool)])
+
+
+def _rebalance(
+    core_load: F64, cores: np.ndarray, movable: np.ndarray, load: F64, new_core: I32,
+    touched: np.ndarray, budget: int, params: Placement,
+) -> int:
+    """Move tunnels from the hottest to the coldest of `cores` while a move closes the gap
+    by `migrate_improvement` of it and the budget lasts (irqbalance's migrateval).
+    Updates `core_load`, `new_core` and `touched` in place; returns the budget left."""
+    while budget > 0 and cores.size > 1:
+        loads = core_load[cores]
+        hot = int(cores[np.argmax(loads)])
+        cold = int(cores[np.argmin(loads)])
+        gap = core_load[hot] - core_load[cold]
+        if gap < MIN_GAP:
+            break
+        on_hot = np.flatnonzero(movable & (new_core == hot))
+        if on_hot.size == 0 or (on_hot.size < 2 and core_load[hot] <= 1.0):
+            break  # a tunnel alone on its core: moving it cannot help
+        after = np.abs((core_load[hot] - load[on_hot]) - (core_load[cold] + load[on_hot]))
+        best = int(np.argmin(after))
+        if after[best] > (1.0 - params.migrate_improvement) * gap:
+            break
+        i = int(on_hot[best])
+        core_load[hot] -= load[i]
+        core_load[cold] += load[i]
+        new_core[i] = cold
+        if not touched[i]:
+            budget -= 1
+            touched[i] = True
+    return budget
 
 
 def plan_operations(inp: PlanInput, params: Placement) -> PlanOutput:
@@ -162,6 +197,10 @@ def plan_operations(inp: PlanInput, params: Placement) -> PlanOutput:
     else:
         prev_pool = inp.pool
     demand_v = float(inp.load_vanilla[vanilla].sum())
+    if inp.core_busy.shape[0] >= ncores and prev_pool:
+        on_pool = inline & np.isin(inp.core, list(prev_pool))
+        busy = float(inp.core_busy[list(prev_pool)].sum()) - float(inp.load_inline[on_pool].sum())
+        demand_v = max(demand_v, busy)
     demand_i = float(inp.load_inline[inline].sum())
     n_inline = int(inline.sum())
     if vanilla.any():
@@ -227,30 +266,18 @@ def plan_operations(inp: PlanInput, params: Placement) -> PlanOutput:
         new_core[i] = c
         touched[i] = True
 
-    # Rebalance: move a tunnel from the hottest to the coldest inline core while that
-    # closes the gap by `migrate_improvement` of it and the budget lasts.
-    movable = inline & managed & ~pin_core
-    while budget > 0 and inline_cores.size > 1:
-        loads = core_load[inline_cores]
-        hot = int(inline_cores[np.argmax(loads)])
-        cold = int(inline_cores[np.argmin(loads)])
-        gap = core_load[hot] - core_load[cold]
-        if gap < MIN_GAP:
-            break
-        on_hot = np.flatnonzero(movable & (new_core == hot))
-        if on_hot.size < 2 and core_load[hot] <= 1.0:
-            break  # a tunnel alone on its core: moving it cannot help
-        after = np.abs((core_load[hot] - load[on_hot]) - (core_load[cold] + load[on_hot]))
-        best = int(np.argmin(after))
-        if after[best] > (1.0 - params.migrate_improvement) * gap:
-            break
-        i = int(on_hot[best])
-        core_load[hot] -= load[i]
-        core_load[cold] += load[i]
-        new_core[i] = cold
-        if not touched[i]:
-            budget -= 1
-            touched[i] = True
+    # Rebalance: inline tunnels over the inline cores, and vanilla tunnels' serial work
+    # over the pool.
+    movable = managed & ~pin_core
+    budget = _rebalance(core_load, inline_cores, movable & inline, load, new_core, touched,
+                        budget, params)
+    if pool:
+        vload = np.maximum(inp.load_vanilla, MIN_LOAD)
+        settled_v = vanilla & np.isin(new_core, pool_list)
+        vcore_load = np.bincount(new_core[settled_v], weights=vload[settled_v],
+                                 minlength=ncores).astype(np.float64)
+        budget = _rebalance(vcore_load, pool_list, movable & vanilla, vload, new_core, touched,
+                            budget, params)
 
     # -- 4. operations, in the order the data plane should see them ------------------
     ops: list[Operation] = []

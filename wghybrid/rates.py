@@ -17,7 +17,7 @@ Correctness at the edges, each handled without a Python loop per peer:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -47,6 +47,10 @@ class Rates:
     drop_pps: F64
     valid: np.ndarray
     """bool: the peer has at least one delta behind its rates."""
+    busy_ns: U64 = field(default_factory=lambda: np.zeros(0, np.uint64))
+    """Per core, the last cumulative busy ns."""
+    core_busy: F64 = field(default_factory=lambda: np.zeros(0))
+    """Per core, smoothed fraction busy (0..1); empty until two readings."""
 
     def __len__(self) -> int:
         return int(self.key.shape[0])
@@ -83,6 +87,17 @@ def alignment(prev: Rates, ifnames: tuple[str, ...], peers: PeerTable) -> np.nda
     return np.asarray(rows, dtype=np.int64)
 
 
+def _core_busy(prev: Rates, sample: GatewaySample, dt: float, alpha: float) -> F64:
+    """Smoothed per-core busy fraction; restarts when the core count changes."""
+    cur = sample.core_busy_ns
+    if dt <= 0 or prev.busy_ns.shape != cur.shape or np.any(cur < prev.busy_ns):
+        return prev.core_busy if prev.core_busy.shape == cur.shape else np.zeros(0)
+    inst = np.clip((cur - prev.busy_ns).astype(np.float64) / (dt * 1e9), 0.0, 1.0)
+    if prev.core_busy.shape != cur.shape:
+        return inst
+    return np.asarray(prev.core_busy + alpha * (inst - prev.core_busy), dtype=np.float64)
+
+
 def _stack(peers: PeerTable) -> U64:
     return np.stack([getattr(peers, c) for c in _COUNTERS]).astype(np.uint64, copy=False)
 
@@ -109,8 +124,9 @@ def update_rates(
     n = len(peers)
     counters = _stack(peers)
     if prev is None:
-        return _make(sample.now, ifnames, peers, peers.epoch.copy(), counters,
-                     [np.zeros(n) for _ in _RATES], np.zeros(n, dtype=bool))
+        first_reading = _make(sample.now, ifnames, peers, peers.epoch.copy(), counters,
+                              [np.zeros(n) for _ in _RATES], np.zeros(n, dtype=bool))
+        return replace(first_reading, busy_ns=sample.core_busy_ns.copy())
 
     dt = sample.now - prev.now
     if rows is True:
@@ -133,9 +149,10 @@ def update_rates(
 
     if dt <= 0:
         # Time did not advance (a duplicate or out-of-order reading): keep the baseline.
-        return _make(prev.now, ifnames, peers, old_epoch.copy(), old_counters.copy(),
+        held = _make(prev.now, ifnames, peers, old_epoch.copy(), old_counters.copy(),
                      [np.asarray(o, dtype=np.float64).copy() for o in old],
                      np.asarray(old_valid).copy())
+        return replace(held, busy_ns=prev.busy_ns, core_busy=prev.core_busy)
 
     # A restart: new epoch, or any counter going backwards. Such rows re-baseline.
     backwards = np.any(counters < old_counters, axis=0)
@@ -159,7 +176,9 @@ def update_rates(
         v = np.where(first, x, o + alpha * (x - o))
         blended.append(np.where(reset, np.asarray(o) * np.asarray(old_valid), v))
     valid = (np.asarray(old_valid) | first) & ~(reset & ~np.asarray(old_valid))
-    return _make(sample.now, ifnames, peers, peers.epoch.copy(), counters, blended, valid)
+    out = _make(sample.now, ifnames, peers, peers.epoch.copy(), counters, blended, valid)
+    return replace(out, busy_ns=sample.core_busy_ns.copy(),
+                   core_busy=_core_busy(prev, sample, dt, alpha))
 
 
 def _make(
