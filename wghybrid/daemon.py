@@ -42,7 +42,7 @@ from aiohttp import web
 from wghybrid import __version__
 from wghybrid.api import build_app
 from wghybrid.controller import Controller
-from wghybrid.dataplane import DataPlane, TransientError
+from wghybrid.dataplane import DataPlane, DataPlaneError, TransientError
 from wghybrid.loop import TickResult, run_tick
 from wghybrid.metrics import DaemonMetrics
 from wghybrid.model import (
@@ -97,6 +97,19 @@ class Notifier:
             self._notify(message)
 
 
+def watchdog_period(environ: dict[str, str] | None = None) -> float | None:
+    """Half the watchdog timeout systemd set (WATCHDOG_USEC for our PID), or None."""
+    env = os.environ if environ is None else environ
+    try:
+        usec = int(env.get("WATCHDOG_USEC", ""))
+        pid = int(env.get("WATCHDOG_PID", str(os.getpid())))
+    except ValueError:
+        return None
+    if usec <= 0 or pid != os.getpid():
+        return None
+    return usec / 2e6
+
+
 @dataclass(frozen=True, slots=True)
 class Health:
     status: str
@@ -135,6 +148,8 @@ class Daemon:
         self._notify = notify or Notifier()
         self.clock = clock
         self.wall = wall
+        self.watchdog_period = watchdog_period()
+        """Half of systemd's WatchdogSec when it watches us, else None."""
 
         self.overrides: dict[OverrideKey, Override] = {}
         self.snapshot: tuple[InterfaceStatus, ...] = ()
@@ -431,10 +446,21 @@ class Daemon:
             if due > k + 1:
                 self.metrics.ticks_skipped.inc(due - k - 1)
             k = max(k + 1, due)
-            timeout = anchor + k * interval - self.clock()
-            if timeout > 0:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self.stopping.wait(), timeout)
+            await self._wait_until(anchor + k * interval)
+
+    async def _wait_until(self, deadline: float) -> None:
+        """Wait for the stop event until `deadline`; when the policy's interval is longer
+        than half systemd's watchdog period, wake up to ping it in between."""
+        while not self.stopping.is_set():
+            timeout = deadline - self.clock()
+            if timeout <= 0:
+                return
+            if self.watchdog_period is not None and timeout > self.watchdog_period:
+                timeout = self.watchdog_period
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.stopping.wait(), timeout)
+            if self.clock() < deadline:
+                self._notify("WATCHDOG=1")
 
     async def loop_ctx(self, app: web.Application) -> AsyncIterator[None]:
         """aiohttp cleanup_ctx: the tick loop lives as long as the application."""
@@ -773,9 +799,16 @@ async def _open_dataplane(cfg: RunConfig) -> tuple[DataPlane, int, dict[bytes, s
         cfg.state_dir.mkdir(mode=0o750, parents=True, exist_ok=True)
         names = {t.public_key: t.name for t in scenario.tunnels}
         return PersistentSim(scenario, path, cfg.sim_speed), int(scenario.cores), names
-    from wghybrid import kernel  # type: ignore[attr-defined]
+    try:
+        from wghybrid import kernel  # type: ignore[attr-defined]
 
-    dataplane = await kernel.open_dataplane()
+        open_kernel = kernel.open_dataplane
+    except (ImportError, AttributeError) as exc:
+        raise ConfigError(f"--backend kernel is not available in this build: {exc}") from None
+    try:
+        dataplane: DataPlane = await open_kernel()
+    except (OSError, DataPlaneError) as exc:
+        raise ConfigError(f"--backend kernel: {exc}") from None
     return dataplane, os.cpu_count() or 1, {}
 
 

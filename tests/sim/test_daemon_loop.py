@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import time
 from pathlib import Path
 
@@ -15,7 +16,7 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
 from wghybrid.api import build_app
-from wghybrid.daemon import Daemon
+from wghybrid.daemon import Daemon, watchdog_period
 from wghybrid.dataplane import DataPlaneError, PermanentError, TransientError
 from wghybrid.model import Mode, Operation, Override, SetPeerMode, encode_key, short_key
 from wghybrid.policy import parse_policy
@@ -262,3 +263,30 @@ async def test_the_api_answers_while_a_tick_is_stuck_in_the_data_plane(tmp_path:
         assert elapsed < 1.0, elapsed  # the data plane was stuck for 2 s
         dp.faults.sample_delay = 0.0
         d.request_stop()
+
+
+def test_watchdog_period_follows_systemd_environment() -> None:
+    pid = str(os.getpid())
+    assert watchdog_period({}) is None
+    assert watchdog_period({"WATCHDOG_USEC": "30000000"}) == 15.0
+    assert watchdog_period({"WATCHDOG_USEC": "30000000", "WATCHDOG_PID": pid}) == 15.0
+    assert watchdog_period({"WATCHDOG_USEC": "30000000", "WATCHDOG_PID": "1"}) is None
+    assert watchdog_period({"WATCHDOG_USEC": "junk"}) is None
+
+
+async def test_the_watchdog_is_pinged_between_ticks_longer_than_its_period(
+    tmp_path: Path,
+) -> None:
+    notes: list[str] = []
+    d, _ = make_daemon(tmp_path, interval=30.0, notes=notes)
+    d.watchdog_period = 0.05
+    task = asyncio.create_task(d.run_loop())
+    try:
+        end = time.monotonic() + 10
+        while notes.count("WATCHDOG=1") < 5 and time.monotonic() < end:
+            await asyncio.sleep(0.02)
+    finally:
+        d.request_stop()
+        await asyncio.wait_for(task, 5)
+    assert d.ticks == 1  # one tick, yet the watchdog kept being fed
+    assert notes.count("WATCHDOG=1") >= 5
