@@ -101,7 +101,7 @@ def default_cores(n: int, cores: int) -> npt.NDArray[np.intp]:
     model's default does the same (round robin), so an unmanaged gateway is not penalised
     by hash collisions it would suffer with plain RSS.
     """
-    return np.arange(n, dtype=np.intp) % cores
+    return np.tile(np.arange(cores, dtype=np.intp), -(-n // cores))[:n]
 
 
 def _positive_root(a: float, b: float, c: float) -> float:
@@ -136,7 +136,9 @@ class GatewayModel:
         """
         p = self.params
         ncores = self.cores
-        offered = np.maximum(np.asarray(offered_gbps, dtype=np.float64), 0.0)
+        offered = np.asarray(offered_gbps, dtype=np.float64)
+        if offered.size and offered.min() < 0.0:
+            offered = np.maximum(offered, 0.0)
         n = offered.shape[0]
         mode_a = np.asarray(mode)
         core_a = np.asarray(core, dtype=np.int32)
@@ -146,13 +148,15 @@ class GatewayModel:
             raise ValueError(f"core out of range for a {ncores}-core gateway")
         placed = core_a.astype(np.intp)  # bincount's native index type
         if n and core_a.min() < 0:
-            placed = np.where(core_a < 0, default_cores(n, ncores), placed)
+            unplaced = np.flatnonzero(core_a < 0)
+            placed[unplaced] = unplaced % ncores  # default_cores(), for those rows only
         inline_f = (mode_a == Mode.INLINE).astype(np.float64)  # 1.0 inline, 0.0 vanilla
         pool = np.zeros(ncores, dtype=bool)
         pool_list = [c for c in crypt_cores if 0 <= c < ncores]
         pool[pool_list] = True
 
-        offered_v = float(offered.sum()) - float((offered * inline_f).sum())
+        offered_in = offered * inline_f
+        offered_v = float(offered.sum()) - float(offered_in.sum())
         # Softirq NAPI: every vanilla peer's poll ends up on one core (the paper's "black
         # hole"; which core is luck there, here the highest pool core: the poll is raised by
         # a crypt worker on the core it ran on).
@@ -161,14 +165,17 @@ class GatewayModel:
             bh = max(pool_list)
 
         # 1. Softirq layer: per-tunnel demand on its core, proportional sharing per core.
-        unit_cost = p.rx_cost + (p.inline_cost - p.rx_cost) * inline_f
-        softirq = np.bincount(placed, weights=unit_cost * offered, minlength=ncores)
+        demand = offered * p.rx_cost
+        demand += offered_in * (p.inline_cost - p.rx_cost)
+        softirq = np.bincount(placed, weights=demand, minlength=ncores)
         if bh >= 0:
             softirq[bh] += p.napi_cost * offered_v
         share = np.minimum(1.0, 1.0 / np.maximum(softirq, 1e-300))
-        u = offered * share[placed]  # what each tunnel's serial stage admits
+        u = share[placed]
+        u *= offered  # what each tunnel's serial stage admits
         u_in = u * inline_f
-        u_v = u - u_in
+        u_v = u
+        u_v -= u_in
         r_bh = float(share[bh]) * offered_v if bh >= 0 else math.inf  # NAPI cap, all vanilla
 
         # 2. Kworker layer: scale all vanilla tunnels by one factor s in [0, 1].
@@ -191,7 +198,8 @@ class GatewayModel:
                     a, (p.crypt_cost + p.napi_cost) * big_u + float(vrx_used.sum()),
                     ncores - float(in_used.sum())))
             s = max(0.0, s)
-        delivered = u_in + s * u_v
+        delivered = u_v * s
+        delivered += u_in
         r_v = s * big_u
 
         # Where the CPU goes, per core: crypt fills pool cores' room in proportion to it,
@@ -209,11 +217,14 @@ class GatewayModel:
         busy = np.minimum(busy, 1.0)
 
         v_unit = p.rx_cost + p.napi_cost + p.crypt_cost + p.crypt_contention * r_v
-        cpu = p.inline_cost * u_in + (s * v_unit) * u_v
+        cpu_rx = u_in * p.inline_cost  # all of the tunnel's CPU, for now
+        cpu_rx += u_v * (s * v_unit)
+        cpu_tx = cpu_rx * p.ack_cpu_share
+        cpu_rx -= cpu_tx
         return Evaluation(
             delivered_gbps=delivered,
-            cpu_rx=cpu * (1.0 - p.ack_cpu_share),
-            cpu_tx=cpu * p.ack_cpu_share,
+            cpu_rx=cpu_rx,
+            cpu_tx=cpu_tx,
             core_busy=busy,
             core=placed.astype(np.int32),
             black_hole_core=bh,
