@@ -1,0 +1,88 @@
+# Helpers sourced by every scenario (bash, in the guest, as root).
+#
+#  ┌──────────── netns wgh-a ────────────┐      ┌──────────── netns wgh-b ────────────┐
+#  │ wg0 192.168.77.1/24  (peer B)       │      │ wg0 192.168.77.2/24  (peer A)       │
+#  │ veth0 10.9.0.1/24 ──────────────────┼──────┼── veth0 10.9.0.2/24                 │
+#  └─────────────────────────────────────┘      └─────────────────────────────────────┘
+set -euo pipefail
+H=/mnt/kmod/harness
+wghctl() { python3 "$H/guest/wghctl.py" "$@"; }
+# nx NETNS CMD...: run CMD in NETNS; "wghctl" there means the genl client.
+nx() {
+	local ns=$1
+	shift
+	[[ $1 == wghctl ]] && set -- python3 "$H/guest/wghctl.py" "${@:2}"
+	ip netns exec "$ns" "$@"
+}
+na() { nx wgh-a "$@"; }
+nb() { nx wgh-b "$@"; }
+step() { echo "== $*"; }
+die() { echo "FAIL: $*"; exit 1; }
+
+# setup_pair [default_mode]: load the patched module and build the topology above.
+# Sets KEY_A and KEY_B (public keys).
+setup_pair() {
+	step "modprobe wireguard ${1:+default_mode=$1}"
+	modprobe wireguard ${1:+default_mode=$1}
+	grep -q . /sys/module/wireguard/parameters/default_mode ||
+		die "the loaded wireguard has no default_mode parameter (stock module?)"
+	ip netns add wgh-a
+	ip netns add wgh-b
+	ip -n wgh-a link add veth0 type veth peer name veth0 netns wgh-b
+	ip -n wgh-a addr add 10.9.0.1/24 dev veth0
+	ip -n wgh-b addr add 10.9.0.2/24 dev veth0
+	local priv_a priv_b
+	priv_a=$(wg genkey)
+	priv_b=$(wg genkey)
+	KEY_A=$(wg pubkey <<<"$priv_a")
+	KEY_B=$(wg pubkey <<<"$priv_b")
+	for n in a b; do
+		ip -n "wgh-$n" link set lo up
+		ip -n "wgh-$n" link set veth0 up
+		ip -n "wgh-$n" link add wg0 type wireguard
+	done
+	na wg set wg0 private-key <(echo "$priv_a") listen-port 51820 \
+		peer "$KEY_B" endpoint 10.9.0.2:51820 allowed-ips 192.168.77.2/32
+	nb wg set wg0 private-key <(echo "$priv_b") listen-port 51820 \
+		peer "$KEY_A" endpoint 10.9.0.1:51820 allowed-ips 192.168.77.1/32
+	ip -n wgh-a addr add 192.168.77.1/24 dev wg0
+	ip -n wgh-b addr add 192.168.77.2/24 dev wg0
+	ip -n wgh-a link set wg0 up
+	ip -n wgh-b link set wg0 up
+}
+
+teardown_pair() {
+	ip netns del wgh-a 2>/dev/null || true
+	ip netns del wgh-b 2>/dev/null || true
+}
+
+# Fails on kernel warnings, oopses and refcount/leak reports in dmesg.
+check_dmesg() {
+	if dmesg | grep -E -i 'WARNING:|BUG:|Oops|Call Trace|refcount_t|general protection|leak'; then
+		die "the kernel log has warnings (above)"
+	fi
+	echo "dmesg: no warning"
+}
+
+# Unloads the module; fails if it cannot be (a leaked reference keeps it).
+unload_module() {
+	teardown_pair
+	local i
+	for i in $(seq 50); do
+		modprobe -r wireguard 2>/dev/null && break
+		sleep 0.1
+	done
+	! grep -q '^wireguard ' /proc/modules || die "wireguard.ko does not unload: $(grep '^wireguard ' /proc/modules)"
+	echo "rmmod: clean"
+}
+
+# iperf3 server in wgh-b, one-shot.
+start_iperf_server() {
+	nb iperf3 -s -1 -D -B 192.168.77.2 -I /tmp/iperf3.pid
+	local i
+	for i in $(seq 100); do
+		nb ss -tlnH 'sport = 5201' | grep -q . && return 0
+		sleep 0.1
+	done
+	die "iperf3 server did not start"
+}

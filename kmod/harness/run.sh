@@ -1,0 +1,132 @@
+#!/bin/bash
+# Boot Debian's kernel with the patched wireguard.ko in qemu and run named scenarios.
+#
+#   kmod/harness/run.sh [SCENARIO...]     (default: every kmod/harness/scenarios/*.sh)
+#
+# Prints one line per scenario, "PASS name" or "FAIL name" followed by an excerpt
+# of that scenario's guest log, and a last line "N passed, N failed"; exits 1 if
+# any failed (or the build or the boot did). Needs root and the apt packages
+# qemu-system-x86 debootstrap busybox-static cpio kmod patch gcc make.
+# Environment:
+#   WGHYBRID_KMOD_CACHE    cache of downloads and the guest rootfs (/var/cache/wghybrid-kmod)
+#   WGHYBRID_KMOD_RESULTS  where the guest's logs go (default kmod/build/results)
+#   WGHYBRID_KMOD_TIMEOUT  seconds for the whole guest run (default 1500)
+#   WGHYBRID_KMOD_SMP      guest CPUs (default 2)
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+kmod=$(dirname "$here")
+# shellcheck source=../debian-kernel.env
+. "$kmod/debian-kernel.env"
+REL="$ABI-amd64"
+
+say() { echo "[kmod/harness] $*" >&2; }
+fail_all() { # every requested scenario fails with the same reason
+	local why=$1 s
+	for s in "${scenarios[@]}"; do echo "FAIL $s"; echo "    $why"; done
+	echo "0 passed, ${#scenarios[@]} failed"
+	exit 1
+}
+
+if (($#)); then
+	scenarios=("$@")
+else
+	scenarios=()
+	for f in "$here"/scenarios/*.sh; do scenarios+=("$(basename "$f" .sh)"); done
+fi
+for s in "${scenarios[@]}"; do
+	[[ -e "$here/scenarios/$s.sh" ]] || { echo "no scenario $s" >&2; exit 2; }
+done
+
+t0=$SECONDS
+ko=$("$kmod/build.sh" | tail -1) || fail_all "the module did not build (kmod/build.sh)"
+top=$("$kmod/fetch.sh" | tail -1)
+rootfs=$("$here/rootfs.sh" | tail -1) || fail_all "the guest rootfs could not be built"
+img="$top/image"
+say "module and rootfs ready after $((SECONDS - t0)) s"
+
+# Modules the guest needs, with their dependencies, copied into the rootfs (the
+# rootfs cache is per package list; this part is rewritten on every run, and is
+# the same for the same kernel). The stock wireguard.ko goes outside
+# /lib/modules, so that only the patched one can be autoloaded.
+mods_stage1=(virtio_pci 9pnet_virtio 9p)
+mods_guest=(wireguard veth dummy iptable_filter iptable_nat iptable_mangle xt_nat xt_mark
+	xt_length ip6table_filter xt_conntrack)
+closure() { # the modules to insmod, in order, for each module named
+	local m
+	for m in "$@"; do
+		modprobe -d "$img" -S "$REL" --show-depends "$m" | awk '$1 == "insmod" {print $2}' |
+			sed "s#^$img/lib/modules/$REL/##"
+	done
+}
+mdir="$rootfs/lib/modules/$REL"
+rm -rf "$mdir"
+mkdir -p "$mdir/updates"
+closure "${mods_stage1[@]}" "${mods_guest[@]}" | sort -u |
+	while read -r rel; do
+		[[ $rel == */wireguard/wireguard.ko ]] && continue
+		mkdir -p "$mdir/$(dirname "$rel")"
+		cp "$img/lib/modules/$REL/$rel" "$mdir/$rel"
+	done
+cp "$img/lib/modules/$REL"/modules.{order,builtin,builtin.modinfo} "$mdir/"
+cp "$ko" "$mdir/updates/wireguard.ko"
+depmod -b "$rootfs" "$REL"
+mkdir -p "$rootfs/opt/wghybrid"
+cp "$img/lib/modules/$REL/kernel/drivers/net/wireguard/wireguard.ko" "$rootfs/opt/wghybrid/stock-wireguard.ko"
+cp "$top/src/linux-source-6.1/tools/testing/selftests/wireguard/netns.sh" "$rootfs/opt/wghybrid/netns.sh"
+# Upstream's netns.sh uses iptables' legacy back end in its own qemu images.
+chroot "$rootfs" update-alternatives --quiet --set iptables /usr/sbin/iptables-legacy
+
+# Stage 1: a busybox initramfs that loads virtio + 9p, mounts the shares and
+# switch_roots into the guest's PID 1 (kmod/harness/guest/init.sh, from the repo).
+work=$(mktemp -d /tmp/wghybrid-kmod.XXXXXX)
+trap 'rm -rf "$work"' EXIT
+mkdir -p "$work/initramfs"/{bin,dev,proc,sys,newroot,m}
+cp /bin/busybox "$work/initramfs/bin/busybox"
+ldd /bin/busybox >/dev/null 2>&1 && fail_all "/bin/busybox is not static (apt-get install busybox-static)"
+n=0
+closure "${mods_stage1[@]}" | awk '!seen[$0]++' | while read -r rel; do
+	n=$((n + 1))
+	cp "$img/lib/modules/$REL/$rel" "$work/initramfs/m/$(printf %02d "$n")-$(basename "$rel")"
+done
+cp "$here/guest/stage1.sh" "$work/initramfs/init"
+chmod +x "$work/initramfs/init"
+(cd "$work/initramfs" && find . | cpio -o -H newc --quiet) >"$work/stage1.cpio"
+
+results=${WGHYBRID_KMOD_RESULTS:-$kmod/build/results}
+rm -rf "$results"
+mkdir -p "$results"
+console="$results/console.log"
+smp=${WGHYBRID_KMOD_SMP:-2}
+say "booting $REL under qemu (TCG, -smp $smp): ${scenarios[*]}"
+t1=$SECONDS
+timeout --foreground -k 10 "${WGHYBRID_KMOD_TIMEOUT:-1500}" qemu-system-x86_64 \
+	-accel tcg,thread=multi -cpu max -smp "$smp" -m 1536 \
+	-display none -nodefaults -no-reboot -monitor none -serial stdio \
+	-kernel "$img/boot/vmlinuz-$REL" -initrd "$work/stage1.cpio" \
+	-append "console=ttyS0 panic=-1 oops=panic quiet loglevel=4 mitigations=off log_buf_len=16M wgh.scenarios=$(IFS=,; echo "${scenarios[*]}")" \
+	-virtfs local,path="$rootfs",mount_tag=root,security_model=passthrough,id=root \
+	-virtfs local,path="$kmod",mount_tag=kmod,security_model=none,readonly=on,id=kmod \
+	-virtfs local,path="$results",mount_tag=results,security_model=none,id=results \
+	</dev/null >"$console" 2>&1 || true
+say "guest ran $((SECONDS - t1)) s"
+
+passed=0 failed=0
+for s in "${scenarios[@]}"; do
+	status=$(cat "$results/$s.status" 2>/dev/null || echo missing)
+	if [[ $status == PASS ]]; then
+		echo "PASS $s"
+		passed=$((passed + 1))
+		continue
+	fi
+	echo "FAIL $s"
+	failed=$((failed + 1))
+	if [[ -e "$results/$s.log" ]]; then
+		tail -n 25 "$results/$s.log" | sed 's/^/    /'
+	else
+		echo "    (the scenario did not finish: status $status; end of the console:)"
+		tail -n 25 "$console" | sed 's/^/    /'
+	fi
+done
+[[ -e "$results/skipped" ]] && sed 's/^/SKIP /' "$results/skipped"
+echo "$passed passed, $failed failed"
+((failed == 0))

@@ -1,0 +1,3 @@
+#!/bin/bash
+# Traffic through a tunnel whose peers are inline.
+. /mnt/kmod/harness/guest/traffic.sh inline
