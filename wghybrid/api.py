@@ -408,6 +408,8 @@ def parse_override(
         reason = ""
     if not isinstance(reason, str) or len(reason) > MAX_REASON:
         raise ApiError(400, f"reason must be a string of at most {MAX_REASON} characters", "reason")
+    if any(c < " " or c == "\x7f" for c in reason):
+        raise ApiError(400, "reason must not contain control characters", "reason")
     expires_in = _number(body, "expires_in")
     expires = _number(body, "expires")
     if "expires_in" in body and "expires" in body:

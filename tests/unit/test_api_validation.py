@@ -65,6 +65,8 @@ def test_absolute_expiry_and_nulls_are_accepted() -> None:
         (body(mode=None, core=None), 422, "mode"),
         (body(mode="inline", colour="red"), 400, "colour"),
         (body(mode="inline", reason="x" * 5000), 400, "reason"),
+        (body(mode="inline", reason="line\nbreak"), 400, "reason"),
+        (body(mode="inline", reason="\x1b[31mred"), 400, "reason"),
         ({"public_key": encode_key(KEY), "mode": "inline"}, 400, "interface"),
         (body(mode="inline", public_key="abc"), 400, "public_key"),
         (body(mode="inline", public_key="A" * 43 + "!"), 400, "public_key"),
