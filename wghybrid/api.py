@@ -155,7 +155,8 @@ def token_matches(expected: str, header: str | None) -> bool:
     scheme, _, value = header.partition(" ")
     if scheme.lower() != "bearer":
         return False
-    return hmac.compare_digest(value.strip().encode(), expected.encode())
+    offered = value.strip().encode("utf-8", "backslashreplace")  # any bytes a client sent
+    return hmac.compare_digest(offered, expected.encode())
 
 
 def is_unix_request(request: web.BaseRequest) -> bool:

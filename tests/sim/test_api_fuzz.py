@@ -116,7 +116,8 @@ def test_fuzz_overrides_on_real_peers(served: tuple[DaemonProcess, str]) -> None
 
 def test_tcp_requires_the_token(served: tuple[DaemonProcess, str]) -> None:
     _, base = served
-    for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": TOKEN}):
+    odd = {"Authorization": b"Bearer \xff\xfe" + TOKEN.encode()}
+    for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": TOKEN}, odd):
         r = requests.get(f"{base}/v1/status", headers=headers, timeout=10)
         assert r.status_code == 401
         assert r.json()["error"].startswith("a bearer token is required")
