@@ -214,6 +214,9 @@ class Controller:
             threaded_napi=tuple(i.threaded_napi for i in sample.interfaces),
             pool=self._pool,
             core_busy=rates.core_busy,
+            # A baseline reading (first tick, or every counter restarted): nothing is
+            # measured yet, so only operator pins are carried out.
+            measured=not len(rates) or bool(rates.valid.any()),
         )
         out = plan_operations(inp, pol.placement)
         self._last = out

@@ -93,6 +93,8 @@ class PlanInput:
     """Measured busy fraction per core (empty: not measured yet). A pool whose cores are
     busier than its tunnels' own CPU says is short: vanilla tunnels' counters only show
     what they got, not what they wanted."""
+    measured: bool = True
+    """False on a baseline reading (no rates yet): only operator pins are carried out."""
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -173,7 +175,7 @@ def plan_operations(inp: PlanInput, params: Placement) -> PlanOutput:
     target = inp.mode.copy()
     pinned = managed & (inp.pin_mode >= 0)
     target[pinned] = inp.pin_mode[pinned].astype(np.uint8)
-    auto = managed & ~pinned & inp.eligible & (inp.want != inp.mode)
+    auto = managed & ~pinned & inp.eligible & (inp.want != inp.mode) & inp.measured
     cand = np.flatnonzero(auto)
     if cand.size > budget:
         # Budget short: the most urgent first, the rest next tick.
@@ -218,6 +220,8 @@ def plan_operations(inp: PlanInput, params: Placement) -> PlanOutput:
         minlength=ncores,
     ).astype(np.float64)
     pool = _choose_pool(prev_pool, size, inp.cores, inline_load_now) if size else frozenset()
+    if not inp.measured:
+        pool = prev_pool
     inline_cores = np.asarray([c for c in inp.cores if c not in pool] or list(inp.cores),
                               dtype=np.int64)
 
@@ -231,7 +235,7 @@ def plan_operations(inp: PlanInput, params: Placement) -> PlanOutput:
     new_core[pin_core] = inp.pin_core[pin_core]
     valid_core = (new_core >= 0) & (new_core < ncores)
     clipped = np.where(valid_core, new_core, 0)
-    misplaced = managed & ~pin_core & np.where(
+    misplaced = managed & ~pin_core & inp.measured & np.where(
         inline, ~(valid_core & is_inline_core[clipped]),
         ~(valid_core & is_pool_core[clipped]) & bool(pool),
     )
@@ -268,7 +272,7 @@ def plan_operations(inp: PlanInput, params: Placement) -> PlanOutput:
 
     # Rebalance: inline tunnels over the inline cores, and vanilla tunnels' serial work
     # over the pool.
-    movable = managed & ~pin_core
+    movable = managed & ~pin_core & inp.measured
     budget = _rebalance(core_load, inline_cores, movable & inline, load, new_core, touched,
                         budget, params)
     if pool:
@@ -299,6 +303,8 @@ def plan_operations(inp: PlanInput, params: Placement) -> PlanOutput:
     dev_ops: list[Operation] = []
     for k, name in enumerate(ifn):
         on_dev = inp.iface == k
+        if not inp.measured:
+            continue
         if pool and inp.crypt_cores[k] != pool:
             dev_ops.append(SetCryptCores(name, pool))
         if params.threaded_napi is NapiPolicy.AUTO:

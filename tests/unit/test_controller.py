@@ -87,6 +87,16 @@ def test_restart_adopts_what_it_finds_without_transitions() -> None:
     assert gw.mode.tolist() == [Mode.VANILLA, Mode.INLINE, Mode.VANILLA]
 
 
+def test_baseline_reading_decides_nothing_but_pins() -> None:
+    gw = Gateway(2, cores=4, modes=[Mode.VANILLA, Mode.VANILLA])
+    gw.crypt = {"wg0": frozenset(range(4))}
+    c = Controller(policy(dwell=0.0, heat=0.0))
+    pin = Override("wg0", key(1), mode=Mode.INLINE)
+    plan = c.plan(gw.sample(), [pin], 0.0)
+    # the pool found (every core) is not shrunk before anything is measured
+    assert plan == (SetPeerMode("wg0", key(1), Mode.INLINE),)
+
+
 def test_override_pins_mode_and_expires() -> None:
     gw = Gateway(2, cores=4)
     c = Controller(policy(dwell=5.0))
@@ -132,7 +142,7 @@ def test_run_tick_sorts_transient_and_permanent_errors() -> None:
     lines: list[str] = []
 
     async def go() -> None:
-        for _ in range(3):
+        for _ in range(4):  # a baseline reading, then three ticks that decide
             gw.advance(1.0, np.array([0.1, 0.1, 0.1]))
             await run_tick(plane, c, [], 0.0, log=lines.append)
 
@@ -140,7 +150,7 @@ def test_run_tick_sorts_transient_and_permanent_errors() -> None:
     assert gw.core.tolist()[2] >= 0 and gw.core.tolist()[:2] == [-1, -1]
     unmanaged = c.unmanaged()
     assert list(unmanaged) == [("wg0", key(1))] and "ENOENT" in unmanaged[("wg0", key(1))]
-    # the transient one is retried every tick, the permanent one only once
+    # the transient one is retried every deciding tick, the permanent one only once
     assert sum("EBUSY" in line for line in lines) == 3
     assert sum("ENOENT" in line for line in lines) == 1
     assert any(line.startswith("[#] peer wg0/") for line in lines)
@@ -152,6 +162,9 @@ def test_dry_run_changes_nothing() -> None:
     gw = Gateway(3, cores=8)
     plane = FlakyPlane(gw, {})
     c = Controller(policy())
+    gw.advance(1.0, np.array([0.1, 0.1, 0.1]))
+    baseline = asyncio.run(run_tick(plane, c, [], 0.0, dry_run=True))
+    assert baseline.plan == ()  # nothing measured yet: nothing decided
     gw.advance(1.0, np.array([0.1, 0.1, 0.1]))
     res = asyncio.run(run_tick(plane, c, [], 0.0, dry_run=True))
     assert res.plan and not plane.applied and res.results == ()
