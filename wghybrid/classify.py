@@ -47,7 +47,11 @@ def pressure(
     mouse = pclass == PeerClass.MOUSE
     up = gbps / params.promote_gbps - 1.0
     if params.inline_saturation > 0:
-        saturated = cpu / params.inline_saturation - 1.0
+        # A saturated core is certain evidence of demand beyond inline's reach (its rate
+        # is what the core allowed, not what was offered): full pressure. Below
+        # saturation, the core's headroom pulls the other way.
+        sat = cpu / params.inline_saturation
+        saturated = np.where(sat >= 1.0, 1.0, sat - 1.0)
         up = np.where(inline, np.maximum(up, saturated), up)
     down = 1.0 - gbps / params.demote_gbps if params.demote_gbps > 0 else np.full_like(gbps, -1.0)
     return np.asarray(np.where(mouse, up, down), dtype=np.float64)
