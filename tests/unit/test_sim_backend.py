@@ -11,10 +11,12 @@ from wghybrid.sim import (
     GatewayModel,
     ModelParams,
     Scenario,
+    ScenarioError,
     SimDataPlane,
     SimGateway,
     TunnelSpec,
     load_scenario,
+    parse_scenario,
 )
 
 pytestmark = pytest.mark.unit
@@ -211,3 +213,46 @@ def test_loop_replays_the_scenario() -> None:
     assert np.array_equal(gw.offered(100.0), gw.offered(100.0 + duration))
     held = SimGateway("elephants-churn")
     assert np.array_equal(held.offered(duration + 100.0), held.offered(duration))
+
+
+TWO_DEVICES = """
+name = "two"
+duration = 60
+interface = "wg0"
+[[group]]
+name = "a"
+count = 3
+gbps = 9.0
+[[group]]
+name = "b"
+interface = "wg1"
+count = 2
+gbps = 9.0
+initial_mode = "inline"
+"""
+
+
+async def test_two_devices_each_with_its_own_pool_and_flag(clock: FakeClock) -> None:
+    dp = SimDataPlane(parse_scenario(TWO_DEVICES), clock=clock)
+    s = await dp.sample()
+    assert [d.name for d in s.interfaces] == ["wg0", "wg1"]
+    assert s.peers.iface.tolist() == [0, 0, 0, 1, 1]
+    await dp.apply(SetCryptCores("wg1", frozenset({30, 31})))
+    await dp.apply(SetThreadedNapi("wg0", False))
+    s = await dp.sample()
+    assert s.interfaces[0].crypt_cores == frozenset(range(32))
+    assert s.interfaces[1].crypt_cores == frozenset({30, 31})
+    assert [d.threaded_napi for d in s.interfaces] == [False, True]
+    wg1_key = dp.scenario.tunnels[3].public_key
+    with pytest.raises(PermanentError, match="no peer"):
+        await dp.apply(SetPeerMode("wg0", wg1_key, Mode.VANILLA))  # right key, wrong device
+    await dp.apply(SetPeerMode("wg1", wg1_key, Mode.VANILLA))
+    assert dp.gateway.mode[3] == Mode.VANILLA
+    clock.t = 2.0
+    s = await dp.sample()
+    assert np.all(s.peers.rx_bytes > 0)
+
+
+def test_bad_device_name_is_rejected() -> None:
+    with pytest.raises(ScenarioError, match=r"group\[1\]\.interface"):
+        parse_scenario(TWO_DEVICES.replace('"wg1"', '"wg 1"'))

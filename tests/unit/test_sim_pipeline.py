@@ -29,11 +29,28 @@ def configs(draw: st.DrawFn) -> tuple[np.ndarray, np.ndarray, np.ndarray, frozen
     return offered, mode, core, pool, draw(st.booleans())
 
 
+@st.composite
+def devices(draw: st.DrawFn) -> tuple[np.ndarray, list[frozenset[int]], list[bool]]:
+    n = draw(st.integers(0, 40))
+    ndev = draw(st.integers(1, 3))
+    iface = np.array(draw(st.lists(st.integers(0, ndev - 1), min_size=n, max_size=n)),
+                     dtype=np.int32)
+    pools = [frozenset(draw(st.sets(st.integers(0, CORES - 1), min_size=1)))
+             for _ in range(ndev)]
+    return iface, pools, [draw(st.booleans()) for _ in range(ndev)]
+
+
 @settings(max_examples=300, deadline=None)
-@given(configs())
-def test_conservation_and_bounds(cfg: tuple) -> None:
+@given(configs(), st.none() | devices())
+def test_conservation_and_bounds(cfg: tuple, devs: tuple | None) -> None:
     offered, mode, core, pool, threaded = cfg
-    ev = MODEL.evaluate(offered, mode, core, pool, threaded)
+    if devs is None:
+        ev = MODEL.evaluate(offered, mode, core, pool, threaded)
+    else:
+        iface, pools, flags = devs
+        n = min(len(offered), len(iface))
+        offered, mode, core, iface = offered[:n], mode[:n], core[:n], iface[:n]
+        ev = MODEL.evaluate(offered, mode, core, pools, flags, iface)
     assert np.all(ev.delivered_gbps >= -1e-9)
     assert np.all(ev.delivered_gbps <= offered + 1e-9)
     assert np.all(ev.core_busy >= 0.0) and np.all(ev.core_busy <= 1.0 + 1e-12)
@@ -80,3 +97,46 @@ def test_no_tunnels() -> None:
     ev = MODEL.evaluate(np.zeros(0), np.zeros(0, np.uint8), np.zeros(0, np.int32),
                         frozenset({0}), False)
     assert ev.total_gbps == 0.0 and ev.cores_used == 0.0
+
+
+def test_one_device_by_index_is_the_same_as_no_index() -> None:
+    rng = np.random.default_rng(3)
+    offered = rng.exponential(2.0, 30)
+    mode = rng.integers(0, 2, 30).astype(np.uint8)
+    core = rng.integers(-1, CORES, 30).astype(np.int32)
+    a = MODEL.evaluate(offered, mode, core, frozenset({5, 6, 7}), False)
+    b = MODEL.evaluate(offered, mode, core, [frozenset({5, 6, 7})], [False],
+                       np.zeros(30, np.int32))
+    assert np.allclose(a.delivered_gbps, b.delivered_gbps, rtol=1e-12, atol=0)
+    assert np.allclose(a.core_busy, b.core_busy, rtol=1e-12, atol=0)
+    assert a.black_hole_cores == b.black_hole_cores
+
+
+def test_devices_with_disjoint_cores_do_not_interact() -> None:
+    """Device 0 on cores 0-3, device 1 on cores 4-7, softirq NAPI (threaded NAPI threads
+    may run on any core, so they would interact): each delivers what it would alone, and
+    the crypt contention is per device (its own ring)."""
+    offered = np.full(4, 9.0)
+    mode = np.zeros(4, np.uint8)
+    core = np.array([0, 1, 4, 5], np.int32)
+    iface = np.array([0, 0, 1, 1], np.int32)
+    pools = [frozenset(range(4)), frozenset(range(4, 8))]
+    flags = [False, False]
+    both = MODEL.evaluate(offered, mode, core, pools, flags, iface)
+    alone0 = MODEL.evaluate(np.r_[offered[:2], 0, 0], mode, core, pools, flags, iface)
+    alone1 = MODEL.evaluate(np.r_[0, 0, offered[2:]], mode, core, pools, flags, iface)
+    assert both.delivered_gbps[:2] == pytest.approx(alone0.delivered_gbps[:2])
+    assert both.delivered_gbps[2:] == pytest.approx(alone1.delivered_gbps[2:])
+    assert both.black_hole_cores == (3, 7)
+    assert both.total_gbps > 0.9 * 4 * 5.0
+
+
+def test_devices_sharing_a_short_pool_are_served_in_order() -> None:
+    offered = np.full(8, 9.0)
+    mode = np.zeros(8, np.uint8)
+    core = np.array([0, 1, 2, 3, 0, 1, 2, 3], np.int32)
+    iface = np.array([0, 0, 0, 0, 1, 1, 1, 1], np.int32)
+    pool = frozenset({4, 5})
+    ev = MODEL.evaluate(offered, mode, core, [pool, pool], [True, True], iface)
+    assert ev.delivered_gbps[:4].sum() > ev.delivered_gbps[4:].sum()
+    assert ev.core_busy[[4, 5]] == pytest.approx([1.0, 1.0])

@@ -39,15 +39,16 @@ GBIT = 1e9 / 8.0
 
 
 class SimGateway:
-    """One simulated gateway running one scenario. Not thread-safe; owned by its caller."""
+    """One simulated gateway running one scenario. Not thread-safe; owned by its caller.
+
+    A scenario may spread its tunnels over several WireGuard devices; each has its own
+    crypt pool (`crypt_pools`) and threaded-NAPI flag (`threaded`). `crypt_cores`,
+    `threaded_napi` and `interface` are the first device's, for single-device callers."""
 
     def __init__(self, scenario: Scenario | str, model: GatewayModel | None = None, *,
                  max_step: float = 0.1, loop: bool = False) -> None:
         self.scenario = scenario if isinstance(scenario, Scenario) else load_scenario(scenario)
         self.model = model if model is not None else GatewayModel(cores=self.scenario.cores)
-        if len(self.scenario.interfaces) > 1:
-            raise ValueError(f"scenario {self.scenario.name}: the model has one WireGuard "
-                             f"device, the scenario has {len(self.scenario.interfaces)}")
         self.max_step = max_step
         """Longest integration step, seconds: load is re-read at least this often."""
         self.loop = loop
@@ -55,13 +56,22 @@ class SimGateway:
         tunnels = self.scenario.tunnels
         n = len(tunnels)
         self.cores = self.model.cores
-        self.interface = self.scenario.interfaces[0] if tunnels else "wg0"
+        self.interfaces: tuple[str, ...] = self.scenario.interfaces or ("wg0",)
+        """The WireGuard devices, in the scenario's order (PeerTable.iface indexes them)."""
+        dev_index = {name: d for d, name in enumerate(self.interfaces)}
+        self.iface = np.array([dev_index[t.interface] for t in tunnels],
+                              dtype=np.int32).reshape(n)
+        self._iface_arg = self.iface if len(self.interfaces) > 1 else None
         self.keys = np.array([t.public_key for t in tunnels], dtype="S32").reshape(n)
-        self._index = {t.public_key: i for i, t in enumerate(tunnels)}
+        self._index = {(t.interface, t.public_key): i for i, t in enumerate(tunnels)}
         self.mode = np.array([t.initial_mode for t in tunnels], dtype=np.uint8).reshape(n)
         self.core = np.full(n, -1, dtype=np.int32)
-        self.crypt_cores: frozenset[int] = frozenset(range(self.cores))
-        self.threaded_napi = self.scenario.threaded_napi
+        self.crypt_pools: dict[str, frozenset[int]] = {
+            d: frozenset(range(self.cores)) for d in self.interfaces}
+        """Per device, its crypt workers' cores (upstream: every core)."""
+        self.threaded: dict[str, bool] = {
+            d: self.scenario.threaded_napi for d in self.interfaces}
+        """Per device, /sys/class/net/DEV/threaded."""
         self.present = np.ones(n, dtype=bool)
         self.disrupted_until = np.zeros(n)
         """Per tunnel, the simulated time until which a mode/core change costs it traffic."""
@@ -74,6 +84,27 @@ class SimGateway:
         self.last_offered: F64 = np.zeros(n)
         self.log: list[tuple[float, Operation]] = []
         """Every operation applied, with the simulated time it was applied at."""
+
+    # The first device's pool and flag, for single-device callers (the common case).
+    @property
+    def interface(self) -> str:
+        return self.interfaces[0]
+
+    @property
+    def crypt_cores(self) -> frozenset[int]:
+        return self.crypt_pools[self.interfaces[0]]
+
+    @crypt_cores.setter
+    def crypt_cores(self, cores: frozenset[int]) -> None:
+        self.crypt_pools[self.interfaces[0]] = frozenset(cores)
+
+    @property
+    def threaded_napi(self) -> bool:
+        return self.threaded[self.interfaces[0]]
+
+    @threaded_napi.setter
+    def threaded_napi(self, enabled: bool) -> None:
+        self.threaded[self.interfaces[0]] = bool(enabled)
 
     def _zero_counters(self, which: np.ndarray | None = None) -> None:
         n = len(self.keys)
@@ -100,8 +131,9 @@ class SimGateway:
 
     def evaluate(self, offered: F64) -> Evaluation:
         """The model's steady state for this load under the current configuration."""
-        return self.model.evaluate(offered, self.mode, self.core, self.crypt_cores,
-                                   self.threaded_napi)
+        return self.model.evaluate(
+            offered, self.mode, self.core, [self.crypt_pools[d] for d in self.interfaces],
+            [self.threaded[d] for d in self.interfaces], self._iface_arg)
 
     def advance(self, to_time: float) -> None:
         """Integrate every counter from the current time to `to_time` (never backwards)."""
@@ -140,7 +172,7 @@ class SimGateway:
             return np.floor(a[idx]).astype(np.uint64)
 
         peers = PeerTable.build(
-            np.zeros(idx.shape[0], dtype=np.int32), self.keys[idx],
+            self.iface[idx], self.keys[idx],
             rx_bytes=u64(self.rx_bytes), tx_bytes=u64(self.tx_bytes),
             rx_packets=u64(self.rx_packets), tx_packets=u64(self.tx_packets),
             rx_cpu_ns=u64(self.rx_cpu_ns), tx_cpu_ns=u64(self.tx_cpu_ns),
@@ -151,7 +183,8 @@ class SimGateway:
             now=self.time if now is None else float(now),
             cores=self.cores,
             core_busy_ns=np.floor(self.core_busy_ns).astype(np.uint64),
-            interfaces=(InterfaceState(self.interface, self.crypt_cores, self.threaded_napi),),
+            interfaces=tuple(InterfaceState(d, self.crypt_pools[d], self.threaded[d])
+                             for d in self.interfaces),
             peers=peers,
         )
 
@@ -160,15 +193,16 @@ class SimGateway:
     def _peer(self, interface: str, key: bytes) -> int:
         self._device(interface)
         raw = bytes(key).ljust(KEY_LEN, b"\0")  # numpy "S32" elements lose trailing NULs
-        i = self._index.get(raw)
+        i = self._index.get((interface, raw))
         if i is None or not self.present[i]:
             raise PermanentError(f"no peer {short_key(raw)} on {interface}")
         return i
 
     def _device(self, interface: str) -> None:
-        if interface != self.interface:
+        if interface not in self.crypt_pools:
+            have = ", ".join(self.interfaces)
             raise PermanentError(f"no WireGuard device {interface!r} "
-                                 f"(the simulated gateway has {self.interface!r})")
+                                 f"(the simulated gateway has {have})")
 
     def _check_core(self, core: int) -> None:
         if not 0 <= core < self.cores:
@@ -195,10 +229,10 @@ class SimGateway:
                                      "stop every vanilla peer")
             for c in sorted(op.cores):
                 self._check_core(c)
-            self.crypt_cores = frozenset(op.cores)
+            self.crypt_pools[op.interface] = frozenset(op.cores)
         elif isinstance(op, SetThreadedNapi):
             self._device(op.interface)
-            self.threaded_napi = bool(op.enabled)
+            self.threaded[op.interface] = bool(op.enabled)
         else:
             raise PermanentError(f"unsupported operation {op!r}")
         self.log.append((self.time, op))
@@ -209,14 +243,18 @@ class SimGateway:
 
     # -- events a real gateway has (for tests of the daemon) ----------------
 
-    def remove_peer(self, key: bytes) -> None:
-        """The peer vanishes (wg set ... peer X remove): no longer sampled, no traffic."""
-        i = self._index[bytes(key).ljust(KEY_LEN, b"\0")]
-        self.present[i] = False
+    def _row(self, key: bytes, interface: str | None) -> int:
+        iface = self.interfaces[0] if interface is None else interface
+        return self._index[(iface, bytes(key).ljust(KEY_LEN, b"\0"))]
 
-    def add_peer(self, key: bytes) -> None:
+    def remove_peer(self, key: bytes, interface: str | None = None) -> None:
+        """The peer vanishes (wg set ... peer X remove): no longer sampled, no traffic.
+        `interface` defaults to the first device."""
+        self.present[self._row(key, interface)] = False
+
+    def add_peer(self, key: bytes, interface: str | None = None) -> None:
         """The peer comes back as a new peer: zero counters, new epoch, upstream defaults."""
-        i = self._index[bytes(key).ljust(KEY_LEN, b"\0")]
+        i = self._row(key, interface)
         if self.present[i]:
             return
         self.present[i] = True
@@ -231,5 +269,6 @@ class SimGateway:
         self._zero_counters()
         self.mode[:] = Mode.VANILLA
         self.core[:] = -1
-        self.crypt_cores = frozenset(range(self.cores))
-        self.threaded_napi = self.scenario.threaded_napi
+        for d in self.interfaces:
+            self.crypt_pools[d] = frozenset(range(self.cores))
+            self.threaded[d] = self.scenario.threaded_napi

@@ -32,6 +32,7 @@ numpy passes, no Python loop per tunnel):
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -82,8 +83,14 @@ class Evaluation:
     """Per core, fraction busy (<= 1)."""
     core: I32
     """Per tunnel, the core its serial stage ran on (default placement resolved)."""
-    black_hole_core: int
-    """The core softirq NAPI piled on (-1 with threaded NAPI or no vanilla tunnel)."""
+    black_hole_cores: tuple[int, ...]
+    """Per device, the core softirq NAPI piled on (-1 with threaded NAPI or no vanilla
+    tunnel)."""
+
+    @property
+    def black_hole_core(self) -> int:
+        """Device 0's black-hole core."""
+        return self.black_hole_cores[0] if self.black_hole_cores else -1
 
     @property
     def total_gbps(self) -> float:
@@ -115,7 +122,7 @@ def _positive_root(a: float, b: float, c: float) -> float:
 
 @dataclass(frozen=True, slots=True)
 class GatewayModel:
-    """One gateway with `cores` cores and one WireGuard device."""
+    """One gateway with `cores` cores and one or more WireGuard devices."""
 
     cores: int = 32
     params: ModelParams = ModelParams()
@@ -125,14 +132,21 @@ class GatewayModel:
         offered_gbps: F64,
         mode: U8,
         core: I32,
-        crypt_cores: frozenset[int],
-        threaded_napi: bool,
+        crypt_cores: frozenset[int] | Sequence[frozenset[int]],
+        threaded_napi: bool | Sequence[bool],
+        iface: I32 | None = None,
     ) -> Evaluation:
         """Delivered throughput and CPU use for this offered load and configuration.
 
         `core` -1 means default placement (`default_cores`); other values must be in
         range. `crypt_cores` is the device's crypt worker pool (upstream: every core); an
         empty pool leaves vanilla tunnels with no decryption at all (they deliver 0).
+
+        Several devices: `iface` gives each tunnel's device index, and `crypt_cores` and
+        `threaded_napi` are then sequences indexed by device (a single value applies to
+        every device). Devices share the cores; each has its own crypt ring, pool,
+        black hole and NAPI flag. Where their pools overlap and the pool is short, devices
+        are served in index order (device 0 first): give them disjoint pools.
         """
         p = self.params
         ncores = self.cores
@@ -151,74 +165,113 @@ class GatewayModel:
             unplaced = np.flatnonzero(core_a < 0)
             placed[unplaced] = unplaced % ncores  # default_cores(), for those rows only
         inline_f = (mode_a == Mode.INLINE).astype(np.float64)  # 1.0 inline, 0.0 vanilla
-        pool = np.zeros(ncores, dtype=bool)
-        pool_list = [c for c in crypt_cores if 0 <= c < ncores]
-        pool[pool_list] = True
+
+        # Devices: one (the common case, no per-device arrays) or several.
+        dev: npt.NDArray[np.intp] | None = None
+        ndev = 1
+        if iface is not None:
+            dev = np.asarray(iface, dtype=np.intp)
+            if dev.shape != (n,) or (n and dev.min() < 0):
+                raise ValueError("iface must give a device index >= 0 for every tunnel")
+            ndev = int(dev.max()) + 1 if n else 1
+        pools_in = ([crypt_cores] * ndev if isinstance(crypt_cores, frozenset)
+                    else list(crypt_cores))
+        threaded_in = ([threaded_napi] * ndev if isinstance(threaded_napi, bool)
+                       else list(threaded_napi))
+        ndev = max(ndev, len(pools_in), len(threaded_in))
+        if len(pools_in) < ndev or len(threaded_in) < ndev:
+            raise ValueError(f"crypt_cores and threaded_napi must cover {ndev} devices")
+        pools = np.zeros((ndev, ncores), dtype=bool)
+        pool_lists = []
+        for d in range(ndev):
+            members = [c for c in pools_in[d] if 0 <= c < ncores]
+            pools[d, members] = True
+            pool_lists.append(members)
+
+        def per_dev(weights: F64) -> F64:
+            if dev is None:
+                return np.array([weights.sum()])
+            return np.bincount(dev, weights=weights, minlength=ndev).astype(np.float64)
 
         offered_in = offered * inline_f
-        offered_v = float(offered.sum()) - float(offered_in.sum())
+        offered_v = per_dev(offered - offered_in)
         # Softirq NAPI: every vanilla peer's poll ends up on one core (the paper's "black
         # hole"; which core is luck there, here the highest pool core: the poll is raised by
-        # a crypt worker on the core it ran on).
-        bh = -1
-        if offered_v > 0.0 and not threaded_napi and pool_list:
-            bh = max(pool_list)
+        # a crypt worker on the core it ran on). One per device.
+        bh = [max(pool_lists[d]) if offered_v[d] > 0.0 and not threaded_in[d]
+              and pool_lists[d] else -1 for d in range(ndev)]
 
         # 1. Softirq layer: per-tunnel demand on its core, proportional sharing per core.
         demand = offered * p.rx_cost
         demand += offered_in * (p.inline_cost - p.rx_cost)
         softirq = np.bincount(placed, weights=demand, minlength=ncores)
-        if bh >= 0:
-            softirq[bh] += p.napi_cost * offered_v
+        for d in range(ndev):
+            if bh[d] >= 0:
+                softirq[bh[d]] += p.napi_cost * offered_v[d]
         share = np.minimum(1.0, 1.0 / np.maximum(softirq, 1e-300))
         u = share[placed]
         u *= offered  # what each tunnel's serial stage admits
         u_in = u * inline_f
         u_v = u
         u_v -= u_in
-        r_bh = float(share[bh]) * offered_v if bh >= 0 else math.inf  # NAPI cap, all vanilla
 
-        # 2. Kworker layer: scale all vanilla tunnels by one factor s in [0, 1].
-        big_u = float(u_v.sum())
+        # 2. Kworker layer: scale each device's vanilla tunnels by one factor s[d] in [0, 1].
+        big_u = per_dev(u_v)
         in_used = p.inline_cost * np.bincount(placed, weights=u_in, minlength=ncores)
-        vrx_used = p.rx_cost * np.bincount(placed, weights=u_v, minlength=ncores)
-        # softirq use of core c at scale s: in_used[c] + s * (vrx_used[c] + bh_napi[c])
-        bh_napi = np.zeros(ncores)
-        if bh >= 0:
-            bh_napi[bh] = p.napi_cost * big_u
-        s = 1.0
-        if big_u > 0.0:
-            s = min(s, r_bh / big_u)
-            a = p.crypt_contention * big_u * big_u
-            pool_b = float((vrx_used + bh_napi)[pool].sum())
-            s = min(s, _positive_root(a, p.crypt_cost * big_u + pool_b,
-                                      float(pool.sum()) - float(in_used[pool].sum())))
-            if threaded_napi:
+        # own[d, c]: device d's softirq use of core c at s = 1 (Reception + black hole);
+        # at scale s it is s * own[d, c].
+        if dev is None:
+            own = p.rx_cost * np.bincount(placed, weights=u_v, minlength=ncores)[None, :]
+        else:
+            own = p.rx_cost * np.bincount(dev * ncores + placed, weights=u_v,
+                                          minlength=ndev * ncores).reshape(ndev, ncores)
+        for d in range(ndev):
+            if bh[d] >= 0:
+                own[d, bh[d]] += p.napi_cost * big_u[d]
+        used = in_used + own.sum(axis=0)  # every core's use so far, own parts at s = 1
+        scale = np.ones(ndev)
+        r_v = np.zeros(ndev)
+        for d in range(ndev):
+            if big_u[d] <= 0.0:
+                continue
+            pool = pools[d]
+            rest = used - own[d]  # what everything but device d's own part uses
+            s = 1.0
+            if bh[d] >= 0:  # the black-hole core admits this much NAPI work
+                s = min(s, float(share[bh[d]]) * float(offered_v[d]) / float(big_u[d]))
+            a = p.crypt_contention * big_u[d] * big_u[d]
+            s = min(s, _positive_root(a, p.crypt_cost * big_u[d] + float(own[d][pool].sum()),
+                                      float((1.0 - rest[pool]).sum())))
+            if threaded_in[d]:
                 s = min(s, _positive_root(
-                    a, (p.crypt_cost + p.napi_cost) * big_u + float(vrx_used.sum()),
-                    ncores - float(in_used.sum())))
+                    a, (p.crypt_cost + p.napi_cost) * big_u[d] + float(own[d].sum()),
+                    float((1.0 - rest).sum())))
             s = max(0.0, s)
-        delivered = u_v * s
+            scale[d] = s
+            r_v[d] = s * big_u[d]
+            used = rest + s * own[d]
+            # Where its kworker CPU goes: crypt fills its pool cores' room in proportion
+            # to it, threaded NAPI then fills any core's remaining room.
+            crypt_total = r_v[d] * (p.crypt_cost + p.crypt_contention * r_v[d])
+            if crypt_total > 0.0:
+                room = np.where(pool, np.maximum(1.0 - used, 0.0), 0.0)
+                used = used + room * min(1.0, crypt_total / max(float(room.sum()), 1e-300))
+            if threaded_in[d] and r_v[d] > 0.0:
+                room = np.maximum(1.0 - used, 0.0)
+                used = used + room * min(1.0, p.napi_cost * r_v[d]
+                                         / max(float(room.sum()), 1e-300))
+        busy = np.minimum(used, 1.0)
+
+        v_unit = scale * (p.rx_cost + p.napi_cost + p.crypt_cost + p.crypt_contention * r_v)
+        if dev is None:
+            delivered = u_v * float(scale[0])
+            vanilla_cpu = u_v * float(v_unit[0])
+        else:
+            delivered = u_v * scale[dev]
+            vanilla_cpu = u_v * v_unit[dev]
         delivered += u_in
-        r_v = s * big_u
-
-        # Where the CPU goes, per core: crypt fills pool cores' room in proportion to it,
-        # threaded NAPI then fills any core's remaining room.
-        soft_used = in_used + s * (vrx_used + bh_napi)
-        left = np.maximum(1.0 - soft_used, 0.0)
-        crypt_total = r_v * (p.crypt_cost + p.crypt_contention * r_v)
-        busy = soft_used.copy()
-        if crypt_total > 0.0:
-            room = np.where(pool, left, 0.0)
-            busy += room * min(1.0, crypt_total / max(float(room.sum()), 1e-300))
-        if threaded_napi and r_v > 0.0:
-            room = np.maximum(1.0 - busy, 0.0)
-            busy += room * min(1.0, p.napi_cost * r_v / max(float(room.sum()), 1e-300))
-        busy = np.minimum(busy, 1.0)
-
-        v_unit = p.rx_cost + p.napi_cost + p.crypt_cost + p.crypt_contention * r_v
         cpu_rx = u_in * p.inline_cost  # all of the tunnel's CPU, for now
-        cpu_rx += u_v * (s * v_unit)
+        cpu_rx += vanilla_cpu
         cpu_tx = cpu_rx * p.ack_cpu_share
         cpu_rx -= cpu_tx
         return Evaluation(
@@ -227,5 +280,5 @@ class GatewayModel:
             cpu_tx=cpu_tx,
             core_busy=busy,
             core=placed.astype(np.int32),
-            black_hole_core=bh,
+            black_hole_cores=tuple(bh),
         )

@@ -24,7 +24,7 @@ import numpy as np
 from wghybrid.model import F64, Mode
 
 _GROUP_KEYS = frozenset({
-    "name", "count", "flows", "initial_mode", "gbps", "spread", "active", "stagger",
+    "name", "count", "interface", "flows", "initial_mode", "gbps", "spread", "active", "stagger",
     "diurnal", "noise", "bursts",
 })
 _TOP_KEYS = frozenset({
@@ -177,6 +177,13 @@ def _get(doc: dict[str, Any], key: str, kind: type | tuple[type, ...], source: s
     return value
 
 
+def _device_name(doc: dict[str, Any], source: str, where: str, default: str) -> str:
+    name: str = _get(doc, "interface", str, source, where, default)
+    if not name or len(name) > 15 or "/" in name or any(c.isspace() for c in name):
+        raise _fail(source, f"{where}interface", f"{name!r} is not a network device name")
+    return name
+
+
 def _kind_name(kind: type | tuple[type, ...]) -> str:
     if isinstance(kind, tuple):
         return " or ".join(k.__name__ for k in kind)
@@ -205,7 +212,7 @@ def _build(doc: dict[str, Any], source: str) -> Scenario:
     cores = _get(doc, "cores", int, source, "", 32, lo=1, hi=4096)
     duration = float(_get(doc, "duration", (int, float), source, "", lo=1.0))
     seed = _get(doc, "seed", int, source, "", 0, lo=0)
-    iface = _get(doc, "interface", str, source, "", "wg0")
+    iface = _device_name(doc, source, "", "wg0")
     threaded = _get(doc, "threaded_napi", bool, source, "", True)
     packet_bytes = _get(doc, "packet_bytes", int, source, "", 1420, lo=64, hi=65535)
     groups_doc = doc.get("group")
@@ -227,6 +234,7 @@ def _build(doc: dict[str, Any], source: str) -> Scenario:
         names.add(gname)
         count = _get(g, "count", int, source, where, lo=1, hi=1_000_000)
         flows = _get(g, "flows", int, source, where, 1, lo=1)
+        g_iface = _device_name(g, source, where, iface)
         mode_text = _get(g, "initial_mode", str, source, where, "vanilla")
         try:
             mode = Mode[mode_text.upper()]
@@ -239,7 +247,7 @@ def _build(doc: dict[str, Any], source: str) -> Scenario:
         for j in range(count):
             tname = f"{gname}-{j:0{width}d}"
             key = _key(f"{name}/{tname}")
-            tunnels.append(TunnelSpec(iface, key, tname, flows, mode))
+            tunnels.append(TunnelSpec(g_iface, key, tname, flows, mode))
     return Scenario(name=name, description=description, cores=cores, duration=duration,
                     tunnels=tuple(tunnels), seed=seed, threaded_napi=threaded,
                     packet_bytes=packet_bytes, source=source, _groups=tuple(groups))
