@@ -52,7 +52,6 @@ MAX_CORE = 1 << 20
 OVERRIDE_FIELDS = frozenset(
     {"interface", "public_key", "mode", "core", "expires_in", "expires", "reason"}
 )
-MODES = {"vanilla": Mode.VANILLA, "inline": Mode.INLINE}
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -396,9 +395,9 @@ def parse_override(
     mode_text = body.get("mode")
     mode: Mode | None = None
     if mode_text is not None:
-        if not isinstance(mode_text, str) or mode_text not in MODES:
+        if mode_text not in ("vanilla", "inline"):
             raise ApiError(400, f"mode must be 'vanilla' or 'inline', not {mode_text!r}", "mode")
-        mode = MODES[mode_text]
+        mode = Mode.VANILLA if mode_text == "vanilla" else Mode.INLINE
     core = body.get("core")
     if core is not None and (
         isinstance(core, bool) or not isinstance(core, int) or not 0 <= core < MAX_CORE

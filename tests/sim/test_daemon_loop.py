@@ -290,3 +290,47 @@ async def test_the_watchdog_is_pinged_between_ticks_longer_than_its_period(
         await asyncio.wait_for(task, 5)
     assert d.ticks == 1  # one tick, yet the watchdog kept being fed
     assert notes.count("WATCHDOG=1") >= 5
+
+
+async def test_an_unexpected_exception_is_a_logged_json_500(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    d, _ = make_daemon(tmp_path)
+    await d.tick()
+
+    def broken() -> object:
+        raise RuntimeError("bug in a handler")
+
+    d.health = broken  # type: ignore[assignment,method-assign]
+    async with TestClient(TestServer(build_app(d))) as client:
+        resp = await client.get("/v1/health")
+        assert resp.status == 500
+        assert await resp.json() == {"error": "internal error (logged by the daemon)",
+                                     "field": None}
+        assert (await client.get("/v1/status")).status == 200  # the daemon goes on
+    assert "bug in a handler" in caplog.text
+    assert d.metrics.internal_errors._value.get() == 1
+
+
+async def test_per_peer_metrics_carry_interface_and_public_key_only(tmp_path: Path) -> None:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    clock = Clock()
+    d, dp = make_daemon(tmp_path, clock)
+    await quiesce(d, clock)
+    async with TestClient(TestServer(build_app(d))) as client:
+        resp = await client.get("/metrics")
+        assert resp.status == 200
+        text = await resp.text()
+    families = {f.name: f for f in text_string_to_metric_families(text)}
+    keys = {encode_key(k.tobytes()) for k in dp.gateway.keys}
+    peer_families = [f for n, f in families.items() if n.startswith("wghybrid_peer_")]
+    assert len(peer_families) >= 9
+    for family in peer_families:
+        assert {s.labels["public_key"] for s in family.samples} == keys, family.name
+        info = family.name == "wghybrid_peer_info"
+        want = {"interface", "public_key"} | ({"name"} if info else set())
+        assert all(set(s.labels) == want for s in family.samples), family.name
+    assert "wghybrid_peer_info" in families
+    assert families["wghybrid_ticks"].samples[0].value == d.ticks
+    assert families["wghybrid_tick_duration_seconds"].type == "histogram"
