@@ -714,9 +714,11 @@ class PersistentSim:
         path: Path,
         speed: float = 1.0,
         wall: Callable[[], float] = time.time,
+        persist: bool = True,
     ) -> None:
         self.path = path
         self.scenario = scenario
+        self._persist = persist
         self._wall = wall
         self._speed = speed
         offset = 0.0
@@ -758,6 +760,8 @@ class PersistentSim:
         return saved
 
     def _save(self) -> None:
+        if not self._persist:
+            return  # --dry-run: the simulated kernel keeps its state in memory only
         gw = self.sim.gateway
         data = {
             "scenario": self.scenario.name,
@@ -798,7 +802,8 @@ async def _open_dataplane(cfg: RunConfig) -> tuple[DataPlane, int, dict[bytes, s
         path = cfg.state_dir / "sim-gateway.json"
         cfg.state_dir.mkdir(mode=0o750, parents=True, exist_ok=True)
         names = {t.public_key: t.name for t in scenario.tunnels}
-        return PersistentSim(scenario, path, cfg.sim_speed), int(scenario.cores), names
+        sim = PersistentSim(scenario, path, cfg.sim_speed, persist=not cfg.dry_run)
+        return sim, int(scenario.cores), names
     try:
         from wghybrid import kernel  # type: ignore[attr-defined]
 

@@ -407,6 +407,7 @@ async def test_dry_run_decides_and_changes_nothing(tmp_path: Path) -> None:
             d.stop(signal.SIGKILL)
     assert "[#] peer" not in d.log
     assert not (d.state_dir / "state.json").exists()
+    assert not (d.state_dir / "sim-gateway.json").exists()
 
 
 async def _contains(d: DaemonProcess, text: str) -> bool:
