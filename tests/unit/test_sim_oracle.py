@@ -70,3 +70,18 @@ def test_mixed_scenario_beats_static_modes_clearly() -> None:
     r = oracle(MODEL, offered)
     best = max(static(offered, Mode.VANILLA), static(offered, Mode.INLINE))
     assert r.delivered_gbps_total > 1.2 * best
+
+
+def test_previous_answer_is_kept_when_nothing_is_gained() -> None:
+    rng = np.random.default_rng(5)
+    offered = rng.uniform(0.05, 0.4, 150)
+    first = oracle(MODEL, offered)
+    # Loads move a little; every tunnel still fits where it is.
+    again = oracle(MODEL, offered * rng.uniform(0.95, 1.0, 150), previous=first)
+    assert np.array_equal(again.mode, first.mode) and np.array_equal(again.core, first.core)
+    assert again.crypt_cores == first.crypt_cores
+    # An elephant appears: the previous answer no longer wins.
+    grown = offered.copy()
+    grown[:3] = 9.0
+    moved = oracle(MODEL, grown, previous=first)
+    assert np.all(moved.mode[:3] == Mode.VANILLA)

@@ -15,7 +15,8 @@ The search (documented in docs/sim-model.md, "Oracle"):
 * also both static modes: all vanilla (upstream defaults: round-robin placement, every
   core in the pool), all inline spread by LPT over every core;
 * keep the candidate with the most delivered Gbps; among those within 0.1 % of it, the
-  one using the fewest cores.
+  one using the fewest cores (by more than 0.1 %); the first candidate wins ties, and
+  with `previous` the first candidate is the previous answer.
 
 It is a heuristic search, not an exhaustive one (the exact problem is a bin-packing
 variant), so a controller could in principle beat it by a hair.
@@ -59,8 +60,15 @@ def _lpt(costs: F64, bins: list[int]) -> I32:
 
 
 def oracle(model: GatewayModel, offered: F64, *,
-           cores: int | frozenset[int] | None = None) -> OracleResult:
-    """The best configuration found for `offered` on the given cores (default: all)."""
+           cores: int | frozenset[int] | None = None,
+           previous: OracleResult | None = None) -> OracleResult:
+    """The best configuration found for `offered` on the given cores (default: all).
+
+    With `previous` (the last answer, for the same tunnels), that configuration is the
+    incumbent: it is kept unless another delivers more than 0.1 % more, or as much on
+    0.1 % fewer cores. This stops the oracle reshuffling placement at every small change
+    of load, which costs traffic on a model with `switch_cost_s`.
+    """
     p = model.params
     if cores is None:
         managed = list(range(model.cores))
@@ -79,6 +87,9 @@ def oracle(model: GatewayModel, offered: F64, *,
     vanilla_cap = 1.0 / p.rx_cost
 
     candidates: list[tuple[U8, I32, frozenset[int], bool]] = []
+    if previous is not None and previous.mode.shape == (n,):
+        candidates.append((previous.mode, previous.core, previous.crypt_cores,
+                           previous.threaded_napi))
     # Static modes.
     round_robin = np.asarray(managed, dtype=np.int32)[np.arange(n) % ncores]
     candidates.append((np.full(n, Mode.VANILLA, np.uint8), round_robin, frozenset(managed),
@@ -118,7 +129,7 @@ def oracle(model: GatewayModel, offered: F64, *,
             continue
         scale = max(best.delivered_gbps_total, res.delivered_gbps_total, 1e-12)
         gain = (res.delivered_gbps_total - best.delivered_gbps_total) / scale
-        if gain > TIE or (gain > -TIE and res.cores_used < best.cores_used):
+        if gain > TIE or (gain > -TIE and res.cores_used < best.cores_used * (1 - TIE)):
             best = res
     assert best is not None
     return best
