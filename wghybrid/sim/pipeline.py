@@ -1,11 +1,11 @@
 """A CPU model of one WireGuard gateway's decapsulation side: who gets which core, how much.
 
 We model gw2, the decapsulating gateway, because the paper found it to be the bottleneck in
-every experiment (FACTS.md, "Testbed"); the encapsulating side does the same amount of crypto
-but its per-peer serial stage (the TX worker) is lighter than gw2's Reception softirq.
+every experiment (FACTS.md, "Testbed": its Reception core saturates first); the encapsulating
+side is not modelled.
 
-Every number below is calibrated to /work/shared/paper/FACTS.md; docs/sim-model.md lists them
-with the fact each reproduces. All costs are in *cores per Gbps* (1.0 = one core fully busy
+Every cost below is calibrated to /work/shared/paper/FACTS.md except the two marked as
+assumptions; docs/sim-model.md lists them with the fact each reproduces. All costs are in *cores per Gbps* (1.0 = one core fully busy
 for one Gbps of tunnelled traffic), and include the (small) ACK traffic the other way, which
 the paper calls negligible.
 
