@@ -5,9 +5,9 @@ every experiment (FACTS.md, "Testbed": its Reception core saturates first); the 
 side is not modelled.
 
 Every cost below is calibrated to /work/shared/paper/FACTS.md except the two marked as
-assumptions; docs/sim-model.md lists them with the fact each reproduces. All costs are in *cores per Gbps* (1.0 = one core fully busy
-for one Gbps of tunnelled traffic), and include the (small) ACK traffic the other way, which
-the paper calls negligible.
+assumptions; docs/sim-model.md lists them with the fact each reproduces. All costs are in
+*cores per Gbps* (1.0 = one core fully busy for one Gbps of tunnelled traffic), and include
+the (small) ACK traffic the other way, which the paper calls negligible.
 
 The structure of one evaluation (everything vectorised over tunnels, a fixed number of
 numpy passes, no Python loop per tunnel):
