@@ -103,10 +103,11 @@ timeout --foreground -k 10 "${WGHYBRID_KMOD_TIMEOUT:-1500}" qemu-system-x86_64 \
 	-accel tcg,thread=multi -cpu max -smp "$smp" -m 1536 \
 	-display none -nodefaults -no-reboot -monitor none -serial stdio \
 	-kernel "$img/boot/vmlinuz-$REL" -initrd "$work/stage1.cpio" \
-	-append "console=ttyS0 panic=-1 oops=panic quiet loglevel=4 mitigations=off log_buf_len=16M wgh.scenarios=$(IFS=,; echo "${scenarios[*]}")" \
+	-append "console=ttyS0 panic=-1 oops=panic quiet loglevel=4 mitigations=off log_buf_len=16M wgh.repo=$(dirname "$kmod") wgh.scenarios=$(IFS=,; echo "${scenarios[*]}")" \
 	-virtfs local,path="$rootfs",mount_tag=root,security_model=passthrough,id=root \
 	-virtfs local,path="$kmod",mount_tag=kmod,security_model=none,readonly=on,id=kmod \
 	-virtfs local,path="$results",mount_tag=results,security_model=none,id=results \
+	-virtfs local,path="$(dirname "$kmod")",mount_tag=repo,security_model=none,readonly=on,id=repo \
 	</dev/null >"$console" 2>&1 || true
 say "guest ran $((SECONDS - t1)) s"
 

@@ -5,6 +5,8 @@
 #  │ veth0 10.9.0.1/24 ──────────────────┼──────┼── veth0 10.9.0.2/24                 │
 #  └─────────────────────────────────────┘      └─────────────────────────────────────┘
 set -euo pipefail
+set -E
+trap 'echo "FAIL: exit $? at ${BASH_SOURCE[0]##*/}:$LINENO: $BASH_COMMAND"' ERR
 H=/mnt/kmod/harness
 wghctl() { python3 "$H/guest/wghctl.py" "$@"; }
 # nx NETNS CMD...: run CMD in NETNS; "wghctl" there means the genl client.

@@ -11,5 +11,12 @@ mount -t 9p -o "$o,cache=loose" root /newroot || { echo "stage1: no root"; power
 mkdir -p /newroot/mnt/kmod /newroot/mnt/results
 mount -t 9p -o "$o,ro" kmod /newroot/mnt/kmod
 mount -t 9p -o "$o" results /newroot/mnt/results
+# The repository (and its .venv) at the host's path (wgh.repo=), so that the daemon
+# runs from it as is.
+repo=$(sed -n 's/.*wgh\.repo=\([^ ]*\).*/\1/p' /proc/cmdline)
+if [ -n "$repo" ]; then
+	mkdir -p "/newroot$repo"
+	mount -t 9p -o "$o,ro,cache=loose" repo "/newroot$repo" || echo "stage1: no repo share"
+fi
 umount /proc /sys /dev
 exec switch_root /newroot /bin/bash /mnt/kmod/harness/guest/init.sh

@@ -13,9 +13,11 @@
  * command names one WireGuard device by exactly one of WGH_A_IFINDEX or
  * WGH_A_IFNAME (both or neither: -EBADR; no such device: -ENODEV; a device that
  * is not WireGuard: -EOPNOTSUPP), as WireGuard's own family does. Attributes are
- * validated by policy tables, strictly: an unknown attribute, an attribute of
- * the wrong length and a trailing byte are all -EINVAL; a value outside its
- * range is -ERANGE. An extended ACK message says which attribute was wrong.
+ * validated by policy tables, strictly: an unknown attribute, an integer of
+ * the wrong size, a string without its NUL and an output-only attribute in a
+ * request are all -EINVAL; a value outside its range, a public key that is not
+ * exactly 32 bytes and a binary attribute longer than its maximum are -ERANGE
+ * (the kernel checks lengths of binary attributes as ranges). An extended ACK message says which attribute was wrong.
  *
  * Permissions: commands that change state (WGH_CMD_SET_DEVICE, WGH_CMD_SET_PEER)
  * need CAP_NET_ADMIN in the initial user namespace (GENL_ADMIN_PERM), because
@@ -67,8 +69,8 @@
  * (n % 8) of byte (n / 8), so that a mask read as a little-endian integer has
  * bit n set for CPU n (Python: int.from_bytes(b, "little")). Replies carry
  * DIV_ROUND_UP(nr_cpu_ids, 8) bytes. Requests may be shorter (missing bytes
- * are zero) and at most WGH_CPUMASK_MAX_BYTES long; a bit set for a CPU number
- * >= nr_cpu_ids is -EINVAL.
+ * are zero) and at most WGH_CPUMASK_MAX_BYTES long (longer: -ERANGE); a bit
+ * set for a CPU number >= nr_cpu_ids is -EINVAL.
  *
  * Commands
  * --------
@@ -90,7 +92,8 @@
  *
  * WGH_CMD_SET_PEER (doit, GENL_ADMIN_PERM)
  *    Request:  WGH_A_IFINDEX or WGH_A_IFNAME
- *              WGH_A_PEER_PUBLIC_KEY: len WG_KEY_LEN (32), required
+ *              WGH_A_PEER_PUBLIC_KEY: len WGH_KEY_LEN (32), required (other
+ *                                     lengths: -ERANGE)
  *              WGH_A_PEER_MODE: NLA_U8, WGH_MODE_*, larger is -ERANGE
  *              WGH_A_PEER_CORE: NLA_S32, -1 or a CPU < nr_cpu_ids (>= that:
  *                               -EINVAL; < -1: -ERANGE)
