@@ -1,0 +1,320 @@
+"""The pyroute2 adapter for the patched module's "wghybrid" generic netlink family.
+
+The only module that knows netlink attribute names (kmod/include/uapi/linux/wghybrid.h).
+Everything it returns is plain data (numpy record arrays, frozensets, ints); every
+netlink error comes out as `GenlError` carrying the errno, for the backend to sort into
+transient and permanent.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from pyroute2 import AsyncIPRoute
+from pyroute2.netlink import NLM_F_ACK, NLM_F_DUMP, NLM_F_REQUEST, NetlinkError, genlmsg
+from pyroute2.netlink.generic import AsyncGenericNetlinkSocket
+
+FAMILY = "wghybrid"
+VERSION = 1
+STATS_VERSION = 1
+RECORD_SIZE = 104
+NLM_F_DUMP_INTR = 0x10
+
+CMD_GET_DEVICE, CMD_SET_DEVICE, CMD_SET_PEER, CMD_GET_STATS = 1, 2, 3, 4
+
+RECORD_FIELDS: tuple[tuple[str, str, int], ...] = (
+    ("key", "S32", 0),
+    ("rx_bytes", "<u8", 32),
+    ("tx_bytes", "<u8", 40),
+    ("rx_packets", "<u8", 48),
+    ("tx_packets", "<u8", 56),
+    ("rx_cpu_ns", "<u8", 64),
+    ("tx_cpu_ns", "<u8", 72),
+    ("drops", "<u8", 80),
+    ("epoch", "<u8", 88),
+    ("core", "<i4", 96),
+    ("mode", "u1", 100),
+    ("flags", "u1", 101),
+)
+"""struct wgh_peer_record, as in the uapi comment (offset of each field; never moved)."""
+
+
+def record_dtype(stride: int = RECORD_SIZE) -> np.dtype[Any]:
+    """The record dtype with `stride` bytes per record (a later version may append
+    fields: they are skipped)."""
+    if stride < RECORD_SIZE:
+        raise GenlError(errno.EPROTO, f"stats records of {stride} bytes, expected >= {RECORD_SIZE}")
+    return np.dtype(
+        {
+            "names": [f[0] for f in RECORD_FIELDS],
+            "formats": [f[1] for f in RECORD_FIELDS],
+            "offsets": [f[2] for f in RECORD_FIELDS],
+            "itemsize": stride,
+        }
+    )
+
+
+EMPTY_RECORDS = np.zeros(0, dtype=record_dtype())
+
+
+def parse_records(payloads: Sequence[bytes], stride: int) -> np.ndarray:
+    """The records of a dump: one np.frombuffer per WGH_A_STATS_RECORDS payload."""
+    dtype = record_dtype(stride)
+    parts = []
+    for p in payloads:
+        if len(p) % stride:
+            raise GenlError(
+                errno.EPROTO, f"a stats attribute of {len(p)} bytes is not a whole number "
+                f"of {stride}-byte records"
+            )
+        parts.append(np.frombuffer(p, dtype=dtype))
+    if not parts:
+        return EMPTY_RECORDS
+    return parts[0] if len(parts) == 1 else np.concatenate(parts)
+
+
+def cpumask_bytes(cpus: frozenset[int]) -> bytes:
+    """CPU n is bit n of a little-endian byte string (an empty set: every CPU)."""
+    n = max(cpus, default=-1) + 1
+    return sum(1 << c for c in cpus).to_bytes(max(1, (n + 7) // 8), "little")
+
+
+def cpumask_cpus(mask: bytes) -> frozenset[int]:
+    value = int.from_bytes(mask, "little")
+    return frozenset(c for c in range(value.bit_length()) if value >> c & 1)
+
+
+class GenlError(OSError):
+    """A netlink request failed: `errno` says why (ENOENT, ENODEV, EPERM, ...)."""
+
+
+class FamilyMissing(GenlError):
+    """The "wghybrid" family is not registered: the patched module is not loaded."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            errno.ENOENT,
+            "the wghybrid genl family is not registered: load the patched wireguard.ko (kmod/)",
+        )
+
+
+class DumpInterrupted(GenlError):
+    """The peer list changed during a dump (NLM_F_DUMP_INTR)."""
+
+    def __init__(self, ifname: str) -> None:
+        super().__init__(errno.EAGAIN, f"the peer list of {ifname} changed during the dump")
+
+
+class _Msg(genlmsg):
+    nla_map = (
+        ("WGH_A_UNSPEC", "none"),
+        ("WGH_A_IFINDEX", "uint32"),
+        ("WGH_A_IFNAME", "asciiz"),
+        ("WGH_A_DEVICE_CRYPT_CPUMASK", "cdata"),
+        ("WGH_A_DEVICE_NUM_PEERS", "uint32"),
+        ("WGH_A_DEVICE_DEFAULT_MODE", "uint8"),
+        ("WGH_A_PEER_PUBLIC_KEY", "cdata"),
+        ("WGH_A_PEER_MODE", "uint8"),
+        ("WGH_A_PEER_CORE", "int32"),
+        ("WGH_A_STATS_VERSION", "uint32"),
+        ("WGH_A_STATS_RECORD_SIZE", "uint32"),
+        ("WGH_A_STATS_RECORDS", "cdata"),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Device:
+    ifindex: int
+    name: str
+    crypt_cpus: frozenset[int]
+    num_peers: int
+    default_mode: int
+
+
+def _error(exc: NetlinkError, what: str) -> GenlError:
+    code = int(getattr(exc, "code", 0) or errno.EIO)
+    return GenlError(code, f"{what}: {os.strerror(code)}")
+
+
+class Genl:
+    """One socket on the family; `reresolve()` after the module was reloaded."""
+
+    def __init__(self) -> None:
+        self._sock: AsyncGenericNetlinkSocket | None = None
+        self.family_id = -1
+
+    async def open(self) -> None:
+        sock = AsyncGenericNetlinkSocket(rcvsize=1 << 17, rcvbuf=1 << 22)
+        sock.module_err_level = "debug"  # the caller says it once, clearly
+        try:
+            await sock.bind(FAMILY, _Msg)
+        except NetlinkError as exc:
+            sock.close()
+            if exc.code == errno.ENOENT:
+                raise FamilyMissing() from None
+            raise _error(exc, "resolving the wghybrid genl family") from None
+        self._sock = sock
+        self.family_id = int(sock.prid)
+
+    def close(self) -> None:
+        if self._sock is not None:
+            self._sock.close()
+            self._sock = None
+
+    async def family_changed(self) -> bool:
+        """Whether the family's id is not the one this socket uses (module reloaded,
+        or unloaded: FamilyMissing)."""
+        sock = self._socket()
+        try:
+            msg = await sock.discovery(FAMILY)
+        except NetlinkError as exc:
+            if exc.code == errno.ENOENT:
+                raise FamilyMissing() from None
+            raise _error(exc, "resolving the wghybrid genl family") from None
+        return int(msg.get_attr("CTRL_ATTR_FAMILY_ID")) != self.family_id
+
+    async def reopen(self) -> None:
+        self.close()
+        await self.open()
+
+    def _socket(self) -> AsyncGenericNetlinkSocket:
+        if self._sock is None:
+            raise GenlError(errno.EBADF, "the wghybrid genl socket is closed")
+        return self._sock
+
+    async def _request(
+        self, cmd: int, attrs: list[list[Any]], what: str, dump: bool = False
+    ) -> list[Any]:
+        sock = self._socket()
+        msg = _Msg()
+        msg["cmd"] = cmd
+        msg["version"] = VERSION
+        msg["attrs"] = attrs
+        flags = NLM_F_REQUEST | (NLM_F_DUMP if dump else NLM_F_ACK)
+        try:
+            return [m async for m in await sock.nlm_request(msg, sock.prid, flags)]
+        except NetlinkError as exc:
+            raise _error(exc, what) from None
+
+    async def get_device(self, ifname: str) -> Device:
+        (reply,) = [
+            m
+            for m in await self._request(
+                CMD_GET_DEVICE, [["WGH_A_IFNAME", ifname]], f"dev {ifname}: GET_DEVICE"
+            )
+            if m.get_attr("WGH_A_IFINDEX") is not None
+        ]
+        return Device(
+            ifindex=int(reply.get_attr("WGH_A_IFINDEX")),
+            name=str(reply.get_attr("WGH_A_IFNAME")),
+            crypt_cpus=cpumask_cpus(bytes(reply.get_attr("WGH_A_DEVICE_CRYPT_CPUMASK") or b"")),
+            num_peers=int(reply.get_attr("WGH_A_DEVICE_NUM_PEERS") or 0),
+            default_mode=int(reply.get_attr("WGH_A_DEVICE_DEFAULT_MODE") or 0),
+        )
+
+    async def set_device(self, ifname: str, crypt_cpus: frozenset[int]) -> None:
+        await self._request(
+            CMD_SET_DEVICE,
+            [["WGH_A_IFNAME", ifname], ["WGH_A_DEVICE_CRYPT_CPUMASK", cpumask_bytes(crypt_cpus)]],
+            f"dev {ifname}: SET_DEVICE",
+        )
+
+    async def set_peer(
+        self, ifname: str, key: bytes, mode: int | None = None, core: int | None = None
+    ) -> None:
+        attrs: list[list[Any]] = [["WGH_A_IFNAME", ifname], ["WGH_A_PEER_PUBLIC_KEY", key]]
+        if mode is not None:
+            attrs.append(["WGH_A_PEER_MODE", mode])
+        if core is not None:
+            attrs.append(["WGH_A_PEER_CORE", core])
+        await self._request(CMD_SET_PEER, attrs, f"dev {ifname}: SET_PEER")
+
+    async def stats(self, ifname: str) -> np.ndarray:
+        """Every peer's record, in the device's peer order; DumpInterrupted if the peer
+        list changed meanwhile."""
+        msgs = await self._request(
+            CMD_GET_STATS, [["WGH_A_IFNAME", ifname]], f"dev {ifname}: GET_STATS", dump=True
+        )
+        payloads: list[bytes] = []
+        stride = RECORD_SIZE
+        for m in msgs:
+            if m["header"]["flags"] & NLM_F_DUMP_INTR:
+                raise DumpInterrupted(ifname)
+            size = m.get_attr("WGH_A_STATS_RECORD_SIZE")
+            if size is None:
+                continue
+            version = m.get_attr("WGH_A_STATS_VERSION")
+            if version != STATS_VERSION:
+                raise GenlError(errno.EPROTO, f"stats version {version}, expected {STATS_VERSION}")
+            stride = int(size)
+            payloads.extend(m.get_attrs("WGH_A_STATS_RECORDS"))
+        return parse_records(payloads, stride)
+
+
+async def wireguard_links() -> list[tuple[int, str]]:
+    """(ifindex, name) of every WireGuard device in this network namespace."""
+    async with AsyncIPRoute() as ipr:
+        links = [link async for link in await ipr.link("dump")]
+    out = []
+    for link in links:
+        if link.get_nested("IFLA_LINKINFO", "IFLA_INFO_KIND") == "wireguard":
+            out.append((int(link["index"]), str(link.get_attr("IFLA_IFNAME"))))
+    return out
+
+
+async def route_device(address: str) -> str | None:
+    """The name of the device the route to `address` leaves by, or None."""
+    async with AsyncIPRoute() as ipr:
+        try:
+            routes = [r async for r in await ipr.route("get", dst=address)]
+        except NetlinkError:
+            return None
+        for r in routes:
+            oif = r.get_attr("RTA_OIF")
+            if oif is not None:
+                links = [link async for link in await ipr.link("get", index=oif)]
+                for link in links:
+                    return str(link.get_attr("IFLA_IFNAME"))
+    return None
+
+
+@dataclass(frozen=True, slots=True)
+class Endpoint:
+    address: str
+    port: int
+    listen_port: int
+    """The device's own UDP port (the destination port of the peer's outer flow)."""
+
+
+async def wireguard_endpoints(ifname: str) -> dict[bytes, Endpoint]:
+    """Each peer's endpoint from upstream WireGuard's own family (only peers that have
+    one); raw public key -> Endpoint."""
+    import base64
+
+    from pyroute2.netlink.generic.wireguard import AsyncWireGuard
+
+    wg = AsyncWireGuard()
+    try:
+        msgs = [m async for m in await wg.info(ifname)]
+    except NetlinkError as exc:
+        raise _error(exc, f"dev {ifname}: WireGuard GET_DEVICE") from None
+    finally:
+        wg.close()
+    out: dict[bytes, Endpoint] = {}
+    for m in msgs:
+        port = int(m.get_attr("WGDEVICE_A_LISTEN_PORT") or 0)
+        for peer in m.get_attr("WGDEVICE_A_PEERS") or ():
+            ep = peer.get_attr("WGPEER_A_ENDPOINT")
+            key = peer.get_attr("WGPEER_A_PUBLIC_KEY")
+            if ep is None or key is None or not ep.get("port"):
+                continue
+            if not isinstance(key, bytes | str):
+                key = key["value"]
+            raw = base64.b64decode(key)
+            out[raw] = Endpoint(str(ep["addr"]), int(ep["port"]), port)
+    return out
