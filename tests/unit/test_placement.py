@@ -172,3 +172,32 @@ def test_no_core_is_oversubscribed_by_a_plan(s: tuple) -> None:
     assert not set(out.core[inline].tolist()) & out.pool
     if out.pool:
         assert set(out.core[~inline].tolist()) <= out.pool
+
+
+def test_pinned_tunnels_overloading_a_core_do_not_break_rebalancing() -> None:
+    # Two pinned inline tunnels fill core 0 past one core: nothing there may move, and
+    # the planner must say so rather than fail.
+    inp = make([Mode.INLINE] * 3, core=[0, 0, 1], load=[0.7, 0.6, 0.1], cores=2)
+    inp = replace(inp, pin_core=np.array([0, 0, -1], np.int32),
+                  pin_mode=np.array([Mode.INLINE, Mode.INLINE, -1], np.int8))
+    out = plan_operations(inp, Placement())
+    assert out.core.tolist() == [0, 0, 1]
+
+
+@settings(max_examples=200, deadline=None)
+@given(situations, st.data())
+def test_pins_never_break_the_planner(s: tuple, data: st.DataObject) -> None:
+    mode, want, core, load, elig, ncores = s
+    n = len(mode)
+    core = [c if c < ncores else -1 for c in core]
+    inp = make(mode, want, core, load, cores=ncores)
+    pin_mode = data.draw(st.lists(st.sampled_from([-1, Mode.VANILLA, Mode.INLINE]),
+                                  min_size=n, max_size=n))
+    pin_core = data.draw(st.lists(st.integers(-1, ncores - 1), min_size=n, max_size=n))
+    inp = replace(inp, pin_mode=np.asarray(pin_mode, np.int8),
+                  pin_core=np.asarray(pin_core, np.int32))
+    out = plan_operations(inp, Placement())
+    pinned = np.asarray(pin_mode) >= 0
+    assert (out.mode[pinned] == np.asarray(pin_mode)[pinned]).all()
+    has_core = np.asarray(pin_core) >= 0
+    assert (out.core[has_core] == np.asarray(pin_core)[has_core]).all()
