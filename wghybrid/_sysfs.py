@@ -224,8 +224,8 @@ class Steering:
         queue = queues[core % len(queues)]
         irq = sup.irqs[queue]
         try:
-            write_irq_affinity(irq, frozenset({core}), self.proc)
-            self.log(f"[#] echo {core} > /proc/irq/{irq}/smp_affinity_list")
+            path = write_irq_affinity(irq, frozenset({core}), self.proc)
+            self.log(f"[#] echo {core} > {path}")
         except OSError as exc:
             self._unsupported(sup.nic, f"IRQ {irq} affinity not writable ({exc.strerror})")
             return

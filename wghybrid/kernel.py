@@ -167,6 +167,8 @@ class KernelDataPlane:
         try:
             if not await self._genl.family_changed():
                 return False
+        except _genl.FamilyMissing as exc:
+            raise TransientError(str(exc)) from None  # unloaded: the peer is not gone
         except _genl.GenlError:
             return False
         await self._genl.reopen()
@@ -183,15 +185,14 @@ class KernelDataPlane:
         elif isinstance(op, SetCryptCores):
             await self._genl.set_device(op.interface, op.cores)
         elif isinstance(op, SetThreadedNapi):
-            try:
-                _sysfs.write_threaded(op.interface, op.enabled, self._sys)
-            except FileNotFoundError:
-                if not (self._sys / "class/net" / op.interface).exists():
-                    raise OSError(errno.ENODEV, "no such device") from None
+            if not (self._sys / "class/net" / op.interface).exists():
+                raise OSError(errno.ENODEV, "no such device")
+            if not (self._sys / "class/net" / op.interface / "threaded").exists():
                 raise PermanentError(
                     f"dev {op.interface}: this kernel has no threaded NAPI "
                     f"(/sys/class/net/{op.interface}/threaded)"
-                ) from None
+                )
+            _sysfs.write_threaded(op.interface, op.enabled, self._sys)
         else:  # pragma: no cover - the Operation union is closed
             raise PermanentError(f"unsupported operation {op!r}")
 

@@ -1,0 +1,328 @@
+"""KernelDataPlane against a fake genl client and a fake /sys and /proc: samples as
+devices come and go, interrupted dumps, module reloads, errno -> transient/permanent,
+threaded NAPI, and steering decisions with a fake ethtool."""
+
+from __future__ import annotations
+
+import errno
+import struct
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from wghybrid import _genl, _sysfs, kernel
+from wghybrid.dataplane import DataPlane, PermanentError, TransientError
+from wghybrid.model import Mode, SetCryptCores, SetPeerCore, SetPeerMode, SetThreadedNapi
+
+pytestmark = pytest.mark.unit
+
+RECORD = struct.Struct("<32s8QiBB2x")
+
+
+def key(i: int) -> bytes:
+    return bytes([i]) * 32
+
+
+def records(*peers: tuple[int, int, int]) -> np.ndarray:
+    """(key number, rx_bytes, mode) -> parsed records."""
+    blob = b"".join(RECORD.pack(key(k), rx, 0, 0, 0, 0, 0, 0, 7, -1, m, 0) for k, rx, m in peers)
+    return _genl.parse_records([blob], _genl.RECORD_SIZE)
+
+
+class FakeGenl:
+    def __init__(self) -> None:
+        self.devices: dict[str, tuple[frozenset[int], np.ndarray]] = {}
+        self.interrupted = 0
+        self.family_id = 20
+        self.kernel_family_id = 20
+        self.missing = False
+        self.reopens = 0
+        self.errors: list[int] = []
+        self.calls: list[tuple[object, ...]] = []
+
+    def close(self) -> None:
+        self.calls.append(("close",))
+
+    async def family_changed(self) -> bool:
+        if self.missing:
+            raise _genl.FamilyMissing()
+        return self.kernel_family_id != self.family_id
+
+    async def reopen(self) -> None:
+        self.reopens += 1
+        self.family_id = self.kernel_family_id
+
+    def _fail(self, name: str) -> None:
+        if self.missing or self.family_id != self.kernel_family_id:
+            raise _genl.GenlError(errno.ENOENT, "stale family")
+        if self.errors:
+            code = self.errors.pop(0)
+            raise _genl.GenlError(code, f"dev {name}: {errno.errorcode[code]}")
+        if name not in self.devices:
+            raise _genl.GenlError(errno.ENODEV, f"dev {name}: no such device")
+
+    async def get_device(self, name: str) -> _genl.Device:
+        self._fail(name)
+        cpus, recs = self.devices[name]
+        return _genl.Device(1, name, cpus, len(recs), 0)
+
+    async def stats(self, name: str) -> np.ndarray:
+        self._fail(name)
+        if self.interrupted:
+            self.interrupted -= 1
+            raise _genl.DumpInterrupted(name)
+        return self.devices[name][1]
+
+    async def set_peer(self, name: str, k: bytes, mode: int | None = None,
+                       core: int | None = None) -> None:
+        self._fail(name)
+        self.calls.append(("set_peer", name, k, mode, core))
+
+    async def set_device(self, name: str, cpus: frozenset[int]) -> None:
+        self._fail(name)
+        self.calls.append(("set_device", name, cpus))
+
+
+@pytest.fixture
+def roots(tmp_path: Path) -> tuple[Path, Path]:
+    sys, proc = tmp_path / "sys", tmp_path / "proc"
+    for dev, threaded in (("wg0", "0"), ("wg1", "1")):
+        (sys / "class/net" / dev).mkdir(parents=True)
+        (sys / "class/net" / dev / "threaded").write_text(threaded + "\n")
+    proc.mkdir()
+    (proc / "stat").write_text("cpu 1 1 1 1\ncpu0 100 0 0 9\ncpu1 200 0 0 9\n")
+    return sys, proc
+
+
+@pytest.fixture
+def fake(monkeypatch: pytest.MonkeyPatch) -> FakeGenl:
+    g = FakeGenl()
+    g.devices["wg0"] = (frozenset({0, 1, 2, 3}), records((1, 100, 0), (2, 200, 1)))
+    g.devices["wg1"] = (frozenset({1}), records((3, 300, 1)))
+
+    async def links() -> list[tuple[int, str]]:
+        return [(i + 5, name) for i, name in enumerate(g.links)]
+
+    g.links = ["wg0", "wg1"]  # type: ignore[attr-defined]
+    monkeypatch.setattr(_genl, "wireguard_links", links)
+    return g
+
+
+def plane(fake: FakeGenl, roots: tuple[Path, Path]) -> kernel.KernelDataPlane:
+    lines: list[str] = []
+    p = kernel.KernelDataPlane(fake, steer=False, change_log=lines.append,  # type: ignore[arg-type]
+                               sys=roots[0], proc=roots[1])
+    p.lines = lines  # type: ignore[attr-defined]
+    return p
+
+
+async def test_is_a_dataplane(fake: FakeGenl, roots: tuple[Path, Path]) -> None:
+    assert isinstance(plane(fake, roots), DataPlane)
+
+
+async def test_sample_columns(fake: FakeGenl, roots: tuple[Path, Path]) -> None:
+    s = await plane(fake, roots).sample()
+    assert s.cores == 2
+    assert s.core_busy_ns.tolist() == [10**9, 2 * 10**9]  # CLK_TCK 100 on Linux
+    assert [i.name for i in s.interfaces] == ["wg0", "wg1"]
+    assert s.interfaces[0].crypt_cores == frozenset({0, 1})  # only online cores
+    assert [i.threaded_napi for i in s.interfaces] == [False, True]
+    assert s.peers.iface.tolist() == [0, 0, 1]
+    assert s.peers.rx_bytes.tolist() == [100, 200, 300]
+    assert s.peers.mode.tolist() == [0, 1, 1]
+    assert s.peers.core.tolist() == [-1, -1, -1]
+    assert s.peers.epoch.tolist() == [7, 7, 7]
+    assert [bytes(k) for k in s.peers.key] == [key(1), key(2), key(3)]
+
+
+async def test_device_vanishing_between_link_dump_and_stats(
+    fake: FakeGenl, roots: tuple[Path, Path]
+) -> None:
+    del fake.devices["wg0"]
+    s = await plane(fake, roots).sample()
+    assert [i.name for i in s.interfaces] == ["wg1"]
+    assert s.peers.iface.tolist() == [0]
+
+
+async def test_no_device_is_an_empty_sample(fake: FakeGenl, roots: tuple[Path, Path]) -> None:
+    fake.links = []  # type: ignore[attr-defined]
+    s = await plane(fake, roots).sample()
+    assert s.interfaces == () and len(s.peers) == 0
+
+
+async def test_interrupted_dump_is_taken_again(fake: FakeGenl, roots: tuple[Path, Path]) -> None:
+    p = plane(fake, roots)
+    fake.interrupted = kernel.DUMP_RETRIES - 1
+    s = await p.sample()
+    assert len(s.peers) == 3 and p.dump_retries == kernel.DUMP_RETRIES - 1
+    fake.interrupted = kernel.DUMP_RETRIES
+    with pytest.raises(TransientError, match="changed during 5 dumps"):
+        await p.sample()
+
+
+async def test_module_reloaded_reopens(fake: FakeGenl, roots: tuple[Path, Path]) -> None:
+    p = plane(fake, roots)
+    fake.kernel_family_id = 21
+    assert len((await p.sample()).peers) == 3
+    assert fake.reopens == 1 == p.reopened
+
+
+async def test_apply_after_reload_retries_once(fake: FakeGenl, roots: tuple[Path, Path]) -> None:
+    p = plane(fake, roots)
+    fake.kernel_family_id = 22
+    await p.apply(SetPeerMode("wg0", key(1), Mode.INLINE))
+    assert fake.reopens == 1
+    assert ("set_peer", "wg0", key(1), 1, None) in fake.calls
+
+
+async def test_module_unloaded_is_transient(fake: FakeGenl, roots: tuple[Path, Path]) -> None:
+    fake.missing = True
+    with pytest.raises(TransientError, match="genl family is not registered: load the patched"):
+        await plane(fake, roots).sample()
+    with pytest.raises(TransientError, match="not registered"):
+        await plane(fake, roots).apply(SetPeerMode("wg0", key(1), Mode.INLINE))
+
+
+@pytest.mark.parametrize(
+    ("code", "kind", "message"),
+    [
+        (errno.ENOENT, PermanentError, "no peer AQEBAQEB on wg0"),
+        (errno.ENODEV, PermanentError, "no WireGuard device 'wg0'"),
+        (errno.EPERM, PermanentError, "needs CAP_NET_ADMIN"),
+        (errno.EINVAL, PermanentError, "EINVAL"),
+        (errno.ERANGE, PermanentError, "ERANGE"),
+        (errno.EOPNOTSUPP, PermanentError, "not a WireGuard device"),
+        (errno.EBUSY, TransientError, "EBUSY"),
+        (errno.EAGAIN, TransientError, "EAGAIN"),
+        (errno.ENOBUFS, TransientError, "ENOBUFS"),
+        (errno.ETIMEDOUT, TransientError, "ETIMEDOUT"),
+    ],
+)
+async def test_apply_errors_are_sorted(
+    fake: FakeGenl, roots: tuple[Path, Path], code: int, kind: type, message: str
+) -> None:
+    fake.errors = [code]
+    with pytest.raises(kind, match=message) as info:
+        await plane(fake, roots).apply(SetPeerMode("wg0", key(1), Mode.INLINE))
+    assert "peer wg0/AQEBAQEB" in str(info.value) or code in (errno.ENOENT, errno.ENODEV)
+
+
+async def test_device_ops(fake: FakeGenl, roots: tuple[Path, Path]) -> None:
+    p = plane(fake, roots)
+    await p.apply(SetCryptCores("wg0", frozenset({1})))
+    await p.apply(SetPeerCore("wg1", key(3), 1))
+    await p.apply(SetThreadedNapi("wg0", True))
+    assert ("set_device", "wg0", frozenset({1})) in fake.calls
+    assert ("set_peer", "wg1", key(3), None, 1) in fake.calls
+    assert (roots[0] / "class/net/wg0/threaded").read_text() == "1"
+    with pytest.raises(PermanentError, match="no WireGuard device 'wg9'"):
+        await p.apply(SetCryptCores("wg9", frozenset({1})))
+    with pytest.raises(PermanentError, match="no WireGuard device 'wg9'"):
+        await p.apply(SetThreadedNapi("wg9", True))
+    (roots[0] / "class/net/wg1/threaded").unlink()
+    with pytest.raises(PermanentError, match="no threaded NAPI"):
+        await p.apply(SetThreadedNapi("wg1", False))
+
+
+async def test_closed_plane_refuses(fake: FakeGenl, roots: tuple[Path, Path]) -> None:
+    p = plane(fake, roots)
+    await p.close()
+    assert ("close",) in fake.calls
+    with pytest.raises(PermanentError, match="closed"):
+        await p.sample()
+
+
+async def test_open_without_the_family(monkeypatch: pytest.MonkeyPatch) -> None:
+    async def missing(self: _genl.Genl) -> None:
+        raise _genl.FamilyMissing()
+
+    monkeypatch.setattr(_genl.Genl, "open", missing)
+    with pytest.raises(PermanentError, match=r"load the patched wireguard.ko \(kmod/\)"):
+        await kernel.open_dataplane()
+
+
+# -- steering -------------------------------------------------------------------------
+
+
+class FakeEthtool:
+    def __init__(self, ntuple: str) -> None:
+        self.ntuple = ntuple
+        self.argv: list[list[str]] = []
+        self.next_id = 1023
+
+    async def __call__(self, argv: list[str]) -> tuple[int, str]:
+        self.argv.append(argv)
+        if argv[1] == "-k":
+            return 0, f"Features for {argv[2]}:\nntuple-filters: {self.ntuple}\n"
+        if argv[1] == "-N" and "delete" in argv:
+            return 0, ""
+        if argv[1] == "-N":
+            self.next_id -= 1
+            return 0, f"Added rule with ID {self.next_id + 1}\n"
+        return 1, "unexpected"
+
+
+def nic_tree(tmp_path: Path, queues: int, irqs: bool) -> tuple[Path, Path]:
+    sys, proc = tmp_path / "sys", tmp_path / "proc"
+    for q in range(queues):
+        d = sys / "class/net/eth0/queues" / f"rx-{q}"
+        d.mkdir(parents=True)
+        (d / "rps_cpus").write_text("0\n")
+    proc.mkdir()
+    lines = ["   CPU0 CPU1"]
+    if irqs:
+        for q in range(queues):
+            lines.append(f" {40 + q}: 0 0 PCI-MSI edge eth0-TxRx-{q}")
+            (proc / "irq" / str(40 + q)).mkdir(parents=True)
+            (proc / "irq" / str(40 + q) / "smp_affinity_list").write_text("0-1\n")
+    (proc / "interrupts").write_text("\n".join(lines) + "\n")
+    return sys, proc
+
+
+async def test_steering_with_ntuple(tmp_path: Path) -> None:
+    sys, proc = nic_tree(tmp_path, 2, irqs=True)
+    lines: list[str] = []
+    eth = FakeEthtool("on")
+    s = _sysfs.Steering(lines.append, sys=sys, proc=proc, run=eth)
+    await s.steer(key(1), "eth0", "10.0.0.2", 40000, 51820, 1)
+    assert eth.argv[-1] == ["ethtool", "-N", "eth0", "flow-type", "udp4", "src-ip", "10.0.0.2",
+                            "src-port", "40000", "dst-port", "51820", "action", "1"]
+    assert (proc / "irq/41/smp_affinity_list").read_text() == "1"
+    await s.steer(key(1), "eth0", "10.0.0.2", 40000, 51820, 0)  # moved: old rule deleted
+    assert ["ethtool", "-N", "eth0", "delete", "1023"] in eth.argv
+    assert lines == [
+        "[#] echo 1 > " + str(proc / "irq/41/smp_affinity_list"),
+        "[#] " + " ".join(eth.argv[1]),
+        "[#] ethtool -N eth0 delete 1023",
+        "[#] echo 0 > " + str(proc / "irq/40/smp_affinity_list"),
+        "[#] " + " ".join(eth.argv[-1]),
+    ]
+    assert s.unsupported == {}
+
+
+async def test_steering_falls_back_to_rps(tmp_path: Path) -> None:
+    sys, proc = nic_tree(tmp_path, 1, irqs=False)
+    lines: list[str] = []
+    s = _sysfs.Steering(lines.append, sys=sys, proc=proc, run=FakeEthtool("off [fixed]"))
+    await s.steer(key(1), "eth0", "10.0.0.2", 1, 51820, 1)
+    await s.steer(key(2), "eth0", "10.0.0.3", 1, 51820, 1)  # same core set: no write
+    await s.steer(key(3), "eth0", "10.0.0.4", 1, 51820, 0)
+    assert (sys / "class/net/eth0/queues/rx-0/rps_cpus").read_text() == "3"
+    assert lines == [
+        f"[#] echo 2 > {sys}/class/net/eth0/queues/rx-0/rps_cpus",
+        f"[#] echo 3 > {sys}/class/net/eth0/queues/rx-0/rps_cpus",
+    ]
+
+
+async def test_steering_unsupported_is_said_once(tmp_path: Path) -> None:
+    sys, proc = tmp_path / "sys", tmp_path / "proc"
+    (sys / "class/net/eth0").mkdir(parents=True)
+    proc.mkdir()
+    lines: list[str] = []
+    s = _sysfs.Steering(lines.append, sys=sys, proc=proc, run=FakeEthtool("off [fixed]"))
+    for core in (0, 1, 0):
+        await s.steer(key(1), "eth0", "10.0.0.2", 1, 51820, core)
+    assert len(lines) == 1
+    assert lines[0].startswith("[!] steering on eth0: no ntuple filters")
+    assert "RPS: no RX queues" in s.unsupported["eth0"]
