@@ -16,7 +16,16 @@ from typing import Any
 
 import numpy as np
 from pyroute2 import AsyncIPRoute
-from pyroute2.netlink import NLM_F_ACK, NLM_F_DUMP, NLM_F_REQUEST, NetlinkError, genlmsg
+from pyroute2.netlink import (
+    CTRL_CMD_GETFAMILY,
+    GENL_ID_CTRL,
+    NLM_F_ACK,
+    NLM_F_DUMP,
+    NLM_F_REQUEST,
+    NetlinkError,
+    ctrlmsg,
+    genlmsg,
+)
 from pyroute2.netlink.generic import AsyncGenericNetlinkSocket
 
 FAMILY = "wghybrid"
@@ -170,13 +179,23 @@ class Genl:
         """Whether the family's id is not the one this socket uses (module reloaded,
         or unloaded: FamilyMissing)."""
         sock = self._socket()
+        msg = ctrlmsg()
+        msg["cmd"] = CTRL_CMD_GETFAMILY
+        msg["version"] = 1
+        msg["attrs"] = [["CTRL_ATTR_FAMILY_NAME", FAMILY]]
         try:
-            msg = await sock.discovery(FAMILY)
+            replies = [
+                m async for m in await sock.nlm_request(msg, GENL_ID_CTRL, NLM_F_REQUEST)
+            ]
         except NetlinkError as exc:
             if exc.code == errno.ENOENT:
                 raise FamilyMissing() from None
             raise _error(exc, "resolving the wghybrid genl family") from None
-        return int(msg.get_attr("CTRL_ATTR_FAMILY_ID")) != self.family_id
+        ids = [m.get_attr("CTRL_ATTR_FAMILY_ID") for m in replies]
+        ids = [i for i in ids if i is not None]
+        if not ids:
+            raise GenlError(errno.EPROTO, "the genl controller did not say the family's id")
+        return int(ids[0]) != self.family_id
 
     async def reopen(self) -> None:
         self.close()
@@ -256,10 +275,17 @@ class Genl:
         return parse_records(payloads, stride)
 
 
+async def _collect(result: Any) -> list[Any]:
+    """pyroute2 answers some requests with an async generator, some with a list."""
+    if hasattr(result, "__aiter__"):
+        return [m async for m in result]
+    return list(result)
+
+
 async def wireguard_links() -> list[tuple[int, str]]:
     """(ifindex, name) of every WireGuard device in this network namespace."""
     async with AsyncIPRoute() as ipr:
-        links = [link async for link in await ipr.link("dump")]
+        links = await _collect(await ipr.link("dump"))
     out = []
     for link in links:
         if link.get_nested("IFLA_LINKINFO", "IFLA_INFO_KIND") == "wireguard":
@@ -271,13 +297,13 @@ async def route_device(address: str) -> str | None:
     """The name of the device the route to `address` leaves by, or None."""
     async with AsyncIPRoute() as ipr:
         try:
-            routes = [r async for r in await ipr.route("get", dst=address)]
+            routes = await _collect(await ipr.route("get", dst=address))
         except NetlinkError:
             return None
         for r in routes:
             oif = r.get_attr("RTA_OIF")
             if oif is not None:
-                links = [link async for link in await ipr.link("get", index=oif)]
+                links = await _collect(await ipr.link("get", index=oif))
                 for link in links:
                     return str(link.get_attr("IFLA_IFNAME"))
     return None

@@ -68,6 +68,9 @@ def classify_error(exc: OSError, op: Operation | None = None) -> DataPlaneError:
             return PermanentError(f"no WireGuard device {op.interface!r}")
     if isinstance(op, SetCryptCores | SetThreadedNapi) and code == errno.ENODEV:
         return PermanentError(f"no WireGuard device {op.interface!r}")
+    if isinstance(op, SetThreadedNapi) and code == errno.EOPNOTSUPP:
+        return PermanentError(f"dev {op.interface}: threaded NAPI is not supported there "
+                              "(EOPNOTSUPP: no NAPI instance yet, e.g. no peer)")
     if code == errno.EOPNOTSUPP:
         return PermanentError(f"{what}: not a WireGuard device (EOPNOTSUPP)")
     name = errno.errorcode.get(code, str(code))

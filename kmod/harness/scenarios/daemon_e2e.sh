@@ -1,0 +1,124 @@
+#!/bin/bash
+# The daemon (`wghybrid run --backend kernel`, from the host's repository) drives the
+# patched module in the gateway namespace of kmod/harness/guest/daemon_lib.sh: four
+# tunnels, one carrying a sustained iperf3 stream, three carrying pings. Every check
+# reads the modes back from the kernel (genl, daemon_kstate.py), not from the daemon.
+# Each sub-step is named: a failure says "FAIL: <step>: ...".
+. /mnt/kmod/harness/guest/daemon_lib.sh
+trap 'kill $(jobs -p) 2>/dev/null; teardown_gateway' EXIT
+sub() { SUB=$1; step "$1"; }
+fail() { echo "--- daemon log (tail):"; tail -40 /tmp/daemon.log; die "$SUB: $*"; }
+
+setup_gateway vanilla
+cat >/tmp/e2e.toml <<'EOF'
+# The e2e policy: TCG's ~150 Mbit/s tunnels, so thresholds in tens of Mbit/s; short
+# interval, dwell and latent heat so that the scenario is quick.
+name = "e2e"
+interval = 0.5
+smoothing = 1.0
+[classify]
+promote_gbps = 0.05
+demote_gbps = 0.02
+min_dwell = 4.0
+latent_heat = 1.0
+[placement]
+vanilla_pool_min = 1
+EOF
+ng python3 "$H/guest/daemon_kstate.py" watch wg0 /tmp/transitions.jsonl &
+for n in 2 3 4; do nc "$n" ping -q -i 0.2 192.168.77.1 >/dev/null & done
+
+sub "daemon starts on the kernel backend"
+start_daemon /tmp/e2e.toml
+grep -q "backend kernel" /tmp/daemon.log || fail "the daemon does not say it runs on the kernel"
+
+sub "light tunnels go inline"
+kstate wait wg0 40 "$KEY_C2=inline" "$KEY_C3=inline" "$KEY_C4=inline" || fail "light tunnels not inline"
+
+sub "heavy tunnel goes vanilla"
+ng iperf3 -s -D -B 192.168.77.1 -I /tmp/iperf3.pid
+for i in $(seq 40); do ng ss -tlnH 'sport = 5201' | grep -q . && break; sleep 0.25; done
+nc 1 iperf3 -c 192.168.77.1 -t 600 -i 0 >/tmp/iperf-c1.log 2>&1 &
+IPERF=$!
+kstate wait wg0 60 "$KEY_C1=vanilla" || fail "the iperf3 tunnel did not move to vanilla"
+kstate hold wg0 3 "$KEY_C1=vanilla" "$KEY_C2=inline" "$KEY_C3=inline" "$KEY_C4=inline" ||
+	fail "the modes did not stay put"
+
+sub "wghybrid status shows it"
+wgh status | tee /tmp/status.txt
+wgh --json status >/tmp/status.json
+python3 - "$KEY_C1" "$KEY_C2" "$KEY_C3" "$KEY_C4" <<'PY' || fail "status disagrees with the kernel"
+import json, sys
+heavy, *light = sys.argv[1:]
+st = json.load(open("/tmp/status.json"))
+assert st["backend"] == "kernel", st["backend"]
+peers = {p["public_key"]: p for i in st["interfaces"] for p in i["peers"]}
+assert peers[heavy]["mode"] == "vanilla", peers[heavy]
+assert peers[heavy]["class"] == "elephant", peers[heavy]
+for k in light:
+    assert peers[k]["mode"] == "inline", peers[k]
+print("status: heavy vanilla/elephant, light inline; heavy at",
+      round((peers[heavy]["rx_bps"] + peers[heavy]["tx_bps"]) / 1e6, 1), "Mbit/s")
+PY
+grep -q "$(cut -c1-8 <<<"$KEY_C1")" /tmp/status.txt || fail "the pretty status does not list the heavy tunnel"
+
+sub "an override pins a tunnel and the kernel follows"
+wgh override set wg0 "$KEY_C2" --mode vanilla --reason e2e || fail "override refused"
+kstate wait wg0 10 "$KEY_C2=vanilla" || fail "the kernel did not follow the override"
+kstate hold wg0 3 "$KEY_C2=vanilla" || fail "the pinned tunnel moved"
+wgh override clear wg0 "$KEY_C2" || fail "override not cleared"
+kstate wait wg0 30 "$KEY_C2=inline" || fail "the light tunnel did not return inline after the override"
+
+sub "SIGHUP reloads the policy"
+sed -i 's/^name = "e2e"/name = "e2e-reloaded"/' /tmp/e2e.toml
+kill -HUP "$DAEMON_PID"
+for i in $(seq 40); do wgh --json policy show 2>/dev/null | grep -q e2e-reloaded && break; sleep 0.25; done
+wgh --json policy show | grep -q e2e-reloaded || fail "the policy was not reloaded"
+grep -q "policy 'e2e-reloaded' loaded" /tmp/daemon.log || fail "no log line for the reload"
+kill -0 "$DAEMON_PID" || fail "the daemon died on SIGHUP"
+
+sub "SIGKILL and restart leave the kernel's modes unchanged"
+kstate modes wg0 | sort >/tmp/before.txt
+kill -KILL "$DAEMON_PID"
+wait "$DAEMON_PID" 2>/dev/null || true
+start_daemon /tmp/e2e.toml
+kstate hold wg0 5 "$KEY_C1=vanilla" "$KEY_C2=inline" "$KEY_C3=inline" "$KEY_C4=inline" ||
+	fail "the restarted daemon changed modes"
+kstate modes wg0 | sort >/tmp/after.txt
+cut -d' ' -f1,2 /tmp/before.txt >/tmp/b && cut -d' ' -f1,2 /tmp/after.txt >/tmp/a
+diff /tmp/b /tmp/a || fail "modes differ across the restart"
+
+sub "the heavy tunnel returns inline after the stream stops"
+kill "$IPERF" 2>/dev/null; wait "$IPERF" 2>/dev/null || true
+t0=$SECONDS
+kstate wait wg0 60 "$KEY_C1=inline" || fail "the heavy tunnel stayed vanilla"
+echo "back inline $((SECONDS - t0)) s after the stream stopped (min_dwell 4 s)"
+
+sub "no transition storm"
+sleep 1
+kstate transitions /tmp/transitions.jsonl | tee /tmp/counts.json
+python3 - "$KEY_C1" "$KEY_C2" "$KEY_C3" "$KEY_C4" <<'PY' || fail "too many transitions"
+import json, sys
+c1, c2, c3, c4 = sys.argv[1:]
+n = json.load(open("/tmp/counts.json"))
+# c1: maybe inline while idle at the start, vanilla under the stream, inline again.
+# c2: inline, vanilla (override), inline. c3, c4: inline once.
+limits = {c1: 3, c2: 3, c3: 1, c4: 1}
+bad = {k[:8]: (n.get(k, 0), lim) for k, lim in limits.items() if n.get(k, 0) > lim}
+assert not bad, f"(transitions, limit) per peer: {bad}"
+assert n.get(c3) == 1 and n.get(c4) == 1, n
+print("transitions per peer:", {k[:8]: v for k, v in n.items()})
+PY
+logged=$(grep -c '\[#\] peer wg0/.* mode' /tmp/daemon.log || true)
+echo "daemon logged $logged mode changes"
+
+sub "the daemon stops cleanly"
+kill -TERM "$DAEMON_PID"
+for i in $(seq 40); do kill -0 "$DAEMON_PID" 2>/dev/null || break; sleep 0.25; done
+kill -0 "$DAEMON_PID" 2>/dev/null && fail "still running 10 s after SIGTERM"
+echo "--- daemon log:"
+cat /tmp/daemon.log
+check_dmesg
+trap - EXIT
+kill $(jobs -p) 2>/dev/null || true
+teardown_gateway
+unload_module
