@@ -75,6 +75,7 @@ async def main() -> int:
 
         wg = AsyncWireGuard()
         try:
+            await wg.setup_endpoint()
             n = 0
             async for msg in await wg.info(args.dev):
                 n += len(msg.get_attr("WGDEVICE_A_PEERS") or ())

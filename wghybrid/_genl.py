@@ -101,6 +101,9 @@ def cpumask_cpus(mask: bytes) -> frozenset[int]:
 class GenlError(OSError):
     """A netlink request failed: `errno` says why (ENOENT, ENODEV, EPERM, ...)."""
 
+    def __str__(self) -> str:
+        return str(self.strerror)
+
 
 class FamilyMissing(GenlError):
     """The "wghybrid" family is not registered: the patched module is not loaded."""
@@ -326,6 +329,7 @@ async def wireguard_endpoints(ifname: str) -> dict[bytes, Endpoint]:
 
     wg = AsyncWireGuard()
     try:
+        await wg.setup_endpoint()  # binds the "wireguard" family
         msgs = [m async for m in await wg.info(ifname)]
     except NetlinkError as exc:
         raise _error(exc, f"dev {ifname}: WireGuard GET_DEVICE") from None

@@ -184,7 +184,10 @@ class KernelDataPlane:
         elif isinstance(op, SetPeerCore):
             await self._genl.set_peer(op.interface, op.public_key, core=op.core)
             if self.steering is not None:
-                await self._steer(op)
+                try:
+                    await self._steer(op)
+                except Exception:  # best effort: the core change itself is done
+                    log.exception("steering after %s failed", op.describe())
         elif isinstance(op, SetCryptCores):
             await self._genl.set_device(op.interface, op.cores)
         elif isinstance(op, SetThreadedNapi):

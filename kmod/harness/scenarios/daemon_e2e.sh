@@ -5,7 +5,7 @@
 # reads the modes back from the kernel (genl, daemon_kstate.py), not from the daemon.
 # Each sub-step is named: a failure says "FAIL: <step>: ...".
 . /mnt/kmod/harness/guest/daemon_lib.sh
-trap 'kill $(jobs -p) 2>/dev/null; teardown_gateway' EXIT
+trap 'kill $(jobs -p) 2>/dev/null; wait 2>/dev/null; teardown_gateway' EXIT
 sub() { SUB=$1; step "$1"; }
 fail() { echo "--- daemon log (tail):"; tail -40 /tmp/daemon.log; die "$SUB: $*"; }
 
@@ -120,5 +120,6 @@ cat /tmp/daemon.log
 check_dmesg
 trap - EXIT
 kill $(jobs -p) 2>/dev/null || true
+wait 2>/dev/null || true
 teardown_gateway
 unload_module
