@@ -1,0 +1,3 @@
+#!/bin/bash
+# Upstream netns.sh with every peer inline.
+. /mnt/kmod/harness/guest/netns.sh inline
