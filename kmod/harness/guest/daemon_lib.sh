@@ -63,7 +63,8 @@ teardown_gateway() {
 
 # start_daemon POLICY: the daemon in gw, logging to /tmp/daemon.log; sets DAEMON_PID.
 start_daemon() {
-	ng "$WGHYBRID" run --backend kernel --policy "$1" --state-dir "$STATE" \
+	# Not through a shell function: $! must be the daemon itself (ip netns exec execs).
+	ip netns exec gw "$WGHYBRID" run --backend kernel --policy "$1" --state-dir "$STATE" \
 		--socket "$SOCK" --log-level info >>/tmp/daemon.log 2>&1 &
 	DAEMON_PID=$!
 	local i
