@@ -43,6 +43,10 @@ DUMP_RETRIES = 5
 """A dump interrupted this many times in a row (a peer list that keeps changing) is a
 transient error for this tick."""
 
+ENDPOINT_TTL = 60.0
+ENDPOINT_RETRY = 10.0
+"""Seconds: how long steering trusts its copy of the peers' endpoints (see _endpoint)."""
+
 TRANSIENT_ERRNOS = frozenset(
     {errno.EBUSY, errno.EAGAIN, errno.ENOBUFS, errno.ETIMEDOUT, errno.EINTR, errno.ENOMEM}
 )
@@ -93,6 +97,7 @@ class KernelDataPlane:
         """Dumps taken again because the peer list changed meanwhile (for tests/metrics)."""
         self.reopened = 0
         """Times the family was resolved again (module reloaded)."""
+        self._endpoints: dict[str, tuple[float, dict[bytes, _genl.Endpoint]]] = {}
 
     # -- reading -----------------------------------------------------------------
 
@@ -206,12 +211,7 @@ class KernelDataPlane:
         """Steer the peer's outer UDP flow to its new core: best effort, said once per
         NIC when impossible; never fails the (already applied) core change."""
         assert self.steering is not None
-        try:
-            endpoints = await _genl.wireguard_endpoints(op.interface)
-        except _genl.GenlError as exc:
-            log.warning("steering %s: cannot read endpoints: %s", op.describe(), exc)
-            return
-        ep = endpoints.get(bytes(op.public_key))
+        ep = await self._endpoint(op.interface, bytes(op.public_key))
         if ep is None:
             return  # no endpoint yet (peer never seen): nothing arrives to steer
         nic = await _genl.route_device(ep.address)
@@ -219,6 +219,23 @@ class KernelDataPlane:
             return
         await self.steering.steer(bytes(op.public_key), nic, ep.address, ep.port,
                                   ep.listen_port, op.core)
+
+    async def _endpoint(self, interface: str, key: bytes) -> _genl.Endpoint | None:
+        """A peer's endpoint from a per-device cache: upstream's dump of every peer is
+        costly with many peers (seconds in Python for 10,000), so it is read again only
+        when older than ENDPOINT_TTL, or for an unknown peer at most every
+        ENDPOINT_RETRY seconds."""
+        now = time.monotonic()
+        taken, endpoints = self._endpoints.get(interface, (-1e9, {}))
+        age = now - taken
+        if age > ENDPOINT_TTL or (key not in endpoints and age > ENDPOINT_RETRY):
+            try:
+                endpoints = await _genl.wireguard_endpoints(interface)
+            except _genl.GenlError as exc:
+                log.warning("steering on %s: cannot read endpoints: %s", interface, exc)
+                return None
+            self._endpoints[interface] = (now, endpoints)
+        return endpoints.get(key)
 
     @property
     def unsupported(self) -> dict[str, str]:

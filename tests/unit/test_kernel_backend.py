@@ -326,3 +326,44 @@ async def test_steering_unsupported_is_said_once(tmp_path: Path) -> None:
     assert len(lines) == 1
     assert lines[0].startswith("[!] steering on eth0: no ntuple filters")
     assert "RPS: no RX queues" in s.unsupported["eth0"]
+
+
+async def test_core_change_steers_with_cached_endpoints(
+    fake: FakeGenl, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sys, proc = nic_tree(tmp_path, 1, irqs=False)
+    reads: list[str] = []
+
+    async def endpoints(ifname: str) -> dict[bytes, _genl.Endpoint]:
+        reads.append(ifname)
+        return {key(1): _genl.Endpoint("10.0.0.2", 40000, 51820),
+                key(2): _genl.Endpoint("10.0.0.3", 40001, 51820)}
+
+    async def route(address: str) -> str:
+        return "eth0"
+
+    monkeypatch.setattr(_genl, "wireguard_endpoints", endpoints)
+    monkeypatch.setattr(_genl, "route_device", route)
+    lines: list[str] = []
+    p = kernel.KernelDataPlane(fake, change_log=lines.append,  # type: ignore[arg-type]
+                               sys=sys, proc=proc)
+    assert p.steering is not None
+    p.steering.run = FakeEthtool("off [fixed]")
+    await p.apply(SetPeerCore("wg0", key(1), 1))
+    await p.apply(SetPeerCore("wg0", key(2), 0))
+    await p.apply(SetPeerCore("wg0", key(9), 0))  # unknown peer: asked again only later
+    assert reads == ["wg0"]
+    assert (sys / "class/net/eth0/queues/rx-0/rps_cpus").read_text() == "3"
+    assert [line.split(" > ")[0] for line in lines] == ["[#] echo 2", "[#] echo 3"]
+
+
+async def test_steering_failure_does_not_fail_the_core_change(
+    fake: FakeGenl, roots: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def broken(ifname: str) -> dict[bytes, _genl.Endpoint]:
+        raise RuntimeError("pyroute2 surprise")
+
+    monkeypatch.setattr(_genl, "wireguard_endpoints", broken)
+    p = kernel.KernelDataPlane(fake, sys=roots[0], proc=roots[1])  # type: ignore[arg-type]
+    await p.apply(SetPeerCore("wg0", key(1), 1))
+    assert ("set_peer", "wg0", key(1), None, 1) in fake.calls
