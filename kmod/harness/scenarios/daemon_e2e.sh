@@ -31,8 +31,9 @@ latent_heat = 1.0
 [placement]
 vanilla_pool_min = 1
 EOF
-ng python3 "$H/guest/daemon_kstate.py" watch wg0 /tmp/transitions.jsonl &
-for n in 2 3 4; do nc "$n" ping -q -i 0.2 192.168.77.1 >/dev/null & done
+# Background jobs run `ip netns exec` itself (it execs), so that kill reaches them.
+ip netns exec gw python3 "$H/guest/daemon_kstate.py" watch wg0 /tmp/transitions.jsonl &
+for n in 2 3 4; do ip netns exec "c$n" ping -q -i 0.2 192.168.77.1 >/dev/null & done
 
 sub "daemon starts on the kernel backend"
 start_daemon /tmp/e2e.toml
@@ -44,7 +45,7 @@ kstate wait wg0 40 "$KEY_C2=inline" "$KEY_C3=inline" "$KEY_C4=inline" || fail "l
 sub "heavy tunnel goes vanilla"
 ng iperf3 -s -D -B 192.168.77.1 -I /tmp/iperf3.pid
 for i in $(seq 40); do ng ss -tlnH 'sport = 5201' | grep -q . && break; sleep 0.25; done
-nc 1 iperf3 -c 192.168.77.1 -t 600 -i 5 >/tmp/iperf-c1.log 2>&1 &
+ip netns exec c1 iperf3 -c 192.168.77.1 -t 600 -i 5 >/tmp/iperf-c1.log 2>&1 &
 IPERF=$!
 kstate wait wg0 60 "$KEY_C1=vanilla" || fail "the iperf3 tunnel did not move to vanilla"
 kstate hold wg0 3 "$KEY_C1=vanilla" "$KEY_C2=inline" "$KEY_C3=inline" "$KEY_C4=inline" ||
