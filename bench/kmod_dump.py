@@ -49,7 +49,7 @@ async def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--dev", default="wg0")
     ap.add_argument("--reps", type=int, default=15)
-    ap.add_argument("--pyroute2-reps", type=int, default=3)
+    ap.add_argument("--pyroute2-reps", type=int, default=2)
     ap.add_argument("--out", type=Path, default=Path("bench/results/kmod_dump.json"))
     args = ap.parse_args()
 
