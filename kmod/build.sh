@@ -17,6 +17,10 @@ here=$(cd "$(dirname "$0")" && pwd)
 . "$here/debian-kernel.env"
 REL="$ABI-amd64"
 
+out=${WGHYBRID_KMOD_BUILD:-$here/build}
+mkdir -p "$out"
+exec 9>"$out/.lock"
+flock 9 # one build at a time in one output folder (harness runs may go side by side)
 top=$("$here/fetch.sh" | tail -1)
 
 assemble() {
@@ -37,7 +41,6 @@ if [[ ${1:-} == --source ]]; then
 	exit 0
 fi
 
-out=${WGHYBRID_KMOD_BUILD:-$here/build}
 src="$out/wireguard"
 # Skip the build when nothing that goes into it has changed.
 stamp=$(cat "$here/debian-kernel.env" "$here"/patches/*.patch "$here/include/uapi/linux/wghybrid.h" \

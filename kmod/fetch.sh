@@ -19,6 +19,8 @@ CACHE=${WGHYBRID_KMOD_CACHE:-/var/cache/wghybrid-kmod}
 top="$CACHE/$V"
 debs="$CACHE/debs/$V"
 mkdir -p "$debs" "$top"
+exec 8>"$CACHE/.fetch.lock"
+flock 8 # one fetcher at a time; the others wait and then find everything there
 
 say() { echo "[kmod/fetch] $*" >&2; }
 

@@ -9,7 +9,8 @@
 # qemu-system-x86 debootstrap busybox-static cpio kmod patch gcc make.
 # Environment:
 #   WGHYBRID_KMOD_CACHE    cache of downloads and the guest rootfs (/var/cache/wghybrid-kmod)
-#   WGHYBRID_KMOD_RESULTS  where the guest's logs go (default kmod/build/results)
+#   WGHYBRID_KMOD_RESULTS  where the guest's logs go (default a new folder per run
+#                          under kmod/build/results/); runs may go side by side
 #   WGHYBRID_KMOD_TIMEOUT  seconds for the whole guest run (default 1500)
 #   WGHYBRID_KMOD_SMP      guest CPUs (default 2)
 set -euo pipefail
@@ -44,10 +45,10 @@ rootfs=$("$here/rootfs.sh" | tail -1) || fail_all "the guest rootfs could not be
 img="$top/image"
 say "module and rootfs ready after $((SECONDS - t0)) s"
 
-# Modules the guest needs, with their dependencies, copied into the rootfs (the
-# rootfs cache is per package list; this part is rewritten on every run, and is
-# the same for the same kernel). The stock wireguard.ko goes outside
-# /lib/modules, so that only the patched one can be autoloaded.
+# Modules the guest needs, with their dependencies, go to a per-run share that the
+# guest mounts over /lib/modules (so the cached rootfs is never written and runs can
+# run side by side). The stock wireguard.ko goes outside /lib/modules, so that only
+# the patched one can be autoloaded.
 mods_stage1=(virtio_pci 9pnet_virtio 9p)
 mods_guest=(wireguard veth dummy iptable_filter iptable_nat iptable_mangle xt_nat xt_mark
 	xt_length ip6table_filter xt_conntrack)
@@ -58,9 +59,11 @@ closure() { # the modules to insmod, in order, for each module named
 			sed "s#^$img/lib/modules/$REL/##"
 	done
 }
-mdir="$rootfs/lib/modules/$REL"
-rm -rf "$mdir"
-mkdir -p "$mdir/updates"
+work=$(mktemp -d /tmp/wghybrid-kmod.XXXXXX)
+trap 'rm -rf "$work"' EXIT
+run="$work/run"
+mdir="$run/lib/modules/$REL"
+mkdir -p "$mdir/updates" "$run/opt"
 closure "${mods_stage1[@]}" "${mods_guest[@]}" | sort -u |
 	while read -r rel; do
 		[[ $rel == */wireguard/wireguard.ko ]] && continue
@@ -69,17 +72,12 @@ closure "${mods_stage1[@]}" "${mods_guest[@]}" | sort -u |
 	done
 cp "$img/lib/modules/$REL"/modules.{order,builtin,builtin.modinfo} "$mdir/"
 cp "$ko" "$mdir/updates/wireguard.ko"
-depmod -b "$rootfs" "$REL"
-mkdir -p "$rootfs/opt/wghybrid"
-cp "$img/lib/modules/$REL/kernel/drivers/net/wireguard/wireguard.ko" "$rootfs/opt/wghybrid/stock-wireguard.ko"
-cp "$top/src/linux-source-6.1/tools/testing/selftests/wireguard/netns.sh" "$rootfs/opt/wghybrid/netns.sh"
-# Upstream's netns.sh uses iptables' legacy back end in its own qemu images.
-chroot "$rootfs" update-alternatives --quiet --set iptables /usr/sbin/iptables-legacy
+depmod -b "$run" "$REL"
+cp "$img/lib/modules/$REL/kernel/drivers/net/wireguard/wireguard.ko" "$run/opt/stock-wireguard.ko"
+cp "$top/src/linux-source-6.1/tools/testing/selftests/wireguard/netns.sh" "$run/opt/netns.sh"
 
 # Stage 1: a busybox initramfs that loads virtio + 9p, mounts the shares and
 # switch_roots into the guest's PID 1 (kmod/harness/guest/init.sh, from the repo).
-work=$(mktemp -d /tmp/wghybrid-kmod.XXXXXX)
-trap 'rm -rf "$work"' EXIT
 mkdir -p "$work/initramfs"/{bin,dev,proc,sys,newroot,m}
 cp /bin/busybox "$work/initramfs/bin/busybox"
 ldd /bin/busybox >/dev/null 2>&1 && fail_all "/bin/busybox is not static (apt-get install busybox-static)"
@@ -92,9 +90,10 @@ cp "$here/guest/stage1.sh" "$work/initramfs/init"
 chmod +x "$work/initramfs/init"
 (cd "$work/initramfs" && find . | cpio -o -H newc --quiet) >"$work/stage1.cpio"
 
-results=${WGHYBRID_KMOD_RESULTS:-$kmod/build/results}
+results=${WGHYBRID_KMOD_RESULTS:-$kmod/build/results/$(date +%Y%m%d-%H%M%S)-$$}
 rm -rf "$results"
 mkdir -p "$results"
+say "guest logs in $results"
 console="$results/console.log"
 smp=${WGHYBRID_KMOD_SMP:-2}
 say "booting $REL under qemu (TCG, -smp $smp): ${scenarios[*]}"
@@ -107,6 +106,7 @@ timeout --foreground -k 10 "${WGHYBRID_KMOD_TIMEOUT:-1500}" qemu-system-x86_64 \
 	-virtfs local,path="$rootfs",mount_tag=root,security_model=passthrough,id=root \
 	-virtfs local,path="$kmod",mount_tag=kmod,security_model=none,readonly=on,id=kmod \
 	-virtfs local,path="$results",mount_tag=results,security_model=none,id=results \
+	-virtfs local,path="$run",mount_tag=run,security_model=none,readonly=on,id=run \
 	-virtfs local,path="$(dirname "$kmod")",mount_tag=repo,security_model=none,readonly=on,id=repo \
 	</dev/null >"$console" 2>&1 || true
 say "guest ran $((SECONDS - t1)) s"

@@ -53,6 +53,16 @@ setup_pair() {
 	ip -n wgh-b link set wg0 up
 }
 
+# steer_flows NETNS: RPS on that namespace's veth0 over every CPU, so that the
+# datagrams of one flow are received on one CPU whichever CPU sent them, as a NIC's
+# RSS does. (Without it, veth hands each packet to the backlog of the CPU that sent
+# it, and a flow sent from two CPUs is received on two at once, out of order.)
+steer_flows() {
+	local mask
+	mask=$(printf '%x' $(((1 << $(nproc)) - 1)))
+	ip netns exec "$1" bash -c "echo $mask >/sys/class/net/veth0/queues/rx-0/rps_cpus"
+}
+
 teardown_pair() {
 	ip netns del wgh-a 2>/dev/null || true
 	ip netns del wgh-b 2>/dev/null || true
@@ -78,9 +88,9 @@ unload_module() {
 	echo "rmmod: clean"
 }
 
-# iperf3 server in wgh-b, one-shot.
+# iperf3 server in wgh-b, one-shot; arguments go to iperf3 (e.g. -J).
 start_iperf_server() {
-	nb iperf3 -s -1 -D -B 192.168.77.2 -I /tmp/iperf3.pid
+	nb iperf3 -s -1 -D -B 192.168.77.2 -I /tmp/iperf3.pid "$@"
 	local i
 	for i in $(seq 100); do
 		nb ss -tlnH 'sport = 5201' | grep -q . && return 0

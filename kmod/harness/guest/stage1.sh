@@ -11,6 +11,11 @@ mount -t 9p -o "$o,cache=loose" root /newroot || { echo "stage1: no root"; power
 mkdir -p /newroot/mnt/kmod /newroot/mnt/results
 mount -t 9p -o "$o,ro" kmod /newroot/mnt/kmod
 mount -t 9p -o "$o" results /newroot/mnt/results
+# This run's modules and files (kmod/harness/run.sh), over the rootfs' own.
+mkdir -p /run-share /newroot/lib/modules /newroot/opt/wghybrid
+mount -t 9p -o "$o,ro" run /run-share
+mount -o bind /run-share/lib/modules /newroot/lib/modules
+mount -o bind /run-share/opt /newroot/opt/wghybrid
 # The repository (and its .venv) at the host's path (wgh.repo=), so that the daemon
 # runs from it as is.
 repo=$(sed -n 's/.*wgh\.repo=\([^ ]*\).*/\1/p' /proc/cmdline)
