@@ -6,8 +6,8 @@ Run inside the qemu guest (kmod/harness/scenarios/daemon_dump.sh sets up a devic
     .venv/bin/python bench/kmod_dump.py --dev wg0 [--reps 15] [--out FILE]
 
 Methods, each the median of --reps full reads of every peer:
-  bulk       the daemon's own read: WGH_CMD_GET_STATS through pyroute2, parsed into
-             numpy arrays (wghybrid._genl.Genl.stats), 104-byte records
+  bulk       the daemon's own read: WGH_CMD_GET_STATS on a netlink socket read by the
+             event loop, records parsed into numpy arrays (wghybrid._genl.Genl.stats)
   wg         `wg show DEV dump` (wireguard-tools, C, upstream's WG_CMD_GET_DEVICE dump,
              what `wg show all dump` runs), output to /dev/null; process start included,
              and also shown without it (minus the median of `wg --version`)
@@ -76,10 +76,12 @@ async def main() -> int:
         wg = AsyncWireGuard()
         try:
             await wg.setup_endpoint()
-            n = 0
+            keys = set()  # a peer with many allowed IPs spans messages: count keys
             async for msg in await wg.info(args.dev):
-                n += len(msg.get_attr("WGDEVICE_A_PEERS") or ())
-            return n
+                for peer in msg.get_attr("WGDEVICE_A_PEERS") or ():
+                    key = peer.get_attr("WGPEER_A_PUBLIC_KEY")
+                    keys.add(key if isinstance(key, bytes | str) else key["value"])
+            return len(keys)
         finally:
             wg.close()
 

@@ -8,8 +8,11 @@ transient and permanent.
 
 from __future__ import annotations
 
+import asyncio
 import errno
 import os
+import socket
+import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -158,6 +161,8 @@ class Genl:
 
     def __init__(self) -> None:
         self._sock: AsyncGenericNetlinkSocket | None = None
+        self._raw: socket.socket | None = None
+        self._seq = 0
         self.family_id = -1
 
     async def open(self) -> None:
@@ -172,11 +177,15 @@ class Genl:
             raise _error(exc, "resolving the wghybrid genl family") from None
         self._sock = sock
         self.family_id = int(sock.prid)
+        self._seq = 0
 
     def close(self) -> None:
         if self._sock is not None:
             self._sock.close()
             self._sock = None
+        if self._raw is not None:
+            self._raw.close()
+            self._raw = None
 
     async def family_changed(self) -> bool:
         """Whether the family's id is not the one this socket uses (module reloaded,
@@ -258,24 +267,101 @@ class Genl:
 
     async def stats(self, ifname: str) -> np.ndarray:
         """Every peer's record, in the device's peer order; DumpInterrupted if the peer
-        list changed meanwhile."""
-        msgs = await self._request(
-            CMD_GET_STATS, [["WGH_A_IFNAME", ifname]], f"dev {ifname}: GET_STATS", dump=True
-        )
-        payloads: list[bytes] = []
-        stride = RECORD_SIZE
-        for m in msgs:
-            if m["header"]["flags"] & NLM_F_DUMP_INTR:
-                raise DumpInterrupted(ifname)
-            size = m.get_attr("WGH_A_STATS_RECORD_SIZE")
-            if size is None:
-                continue
-            version = m.get_attr("WGH_A_STATS_VERSION")
-            if version != STATS_VERSION:
-                raise GenlError(errno.EPROTO, f"stats version {version}, expected {STATS_VERSION}")
-            stride = int(size)
-            payloads.extend(m.get_attrs("WGH_A_STATS_RECORDS"))
-        return parse_records(payloads, stride)
+        list changed meanwhile.
+
+        The hot path of every tick: it bypasses pyroute2's message objects (about 8 ms
+        of Python per 10,000 peers) for a plain netlink socket read by the event loop;
+        the request is one attribute and each reply message carries a handful, so
+        walking them costs nothing next to the records, which numpy reads in place."""
+        sock = self._dump_socket()
+        self._seq = (self._seq + 1) & 0xFFFFFFFF or 1
+        name = ifname.encode() + b"\0"
+        attr = struct.pack("=HH", 4 + len(name), A_IFNAME) + name + b"\0" * (-len(name) % 4)
+        body = struct.pack("=BBH", CMD_GET_STATS, VERSION, 0) + attr
+        header = struct.pack("=IHHII", 16 + len(body), self.family_id,
+                             NLM_F_REQUEST | NLM_F_DUMP, self._seq, 0)
+        loop = asyncio.get_running_loop()
+        dump = _Dump(self._seq)
+        try:
+            await loop.sock_sendall(sock, header + body)
+            while not dump.done:
+                dump.feed(await loop.sock_recv(sock, 1 << 17))
+        except BaseException:
+            # A dump left half read keeps the socket busy (EBUSY): start afresh.
+            sock.close()
+            self._raw = None
+            raise
+        if dump.error:
+            raise GenlError(dump.error, f"dev {ifname}: GET_STATS: {os.strerror(dump.error)}")
+        if dump.interrupted:
+            raise DumpInterrupted(ifname)
+        if dump.version not in (None, STATS_VERSION):
+            raise GenlError(errno.EPROTO, f"stats version {dump.version}, expected {STATS_VERSION}")
+        return parse_records(dump.payloads, dump.stride)
+
+    def _dump_socket(self) -> socket.socket:
+        if self._raw is None:
+            raw = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_NONBLOCK
+                                | socket.SOCK_CLOEXEC, NETLINK_GENERIC)
+            raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 22)
+            raw.bind((0, 0))
+            self._raw = raw
+        return self._raw
+
+
+A_IFNAME, A_STATS_VERSION, A_STATS_RECORD_SIZE, A_STATS_RECORDS = 2, 9, 10, 11
+NETLINK_GENERIC = 16
+NLMSG_ERROR, NLMSG_DONE = 2, 3
+_NLMSGHDR = struct.Struct("=IHHII")
+_NLA = struct.Struct("=HH")
+_U32 = struct.Struct("=I")
+_S32 = struct.Struct("=i")
+
+
+class _Dump:
+    """The replies of one GET_STATS dump, fed one datagram at a time (pure: the unit
+    tests feed it bytes). Messages of other sequence numbers are ignored."""
+
+    def __init__(self, seq: int) -> None:
+        self.seq = seq
+        self.payloads: list[bytes] = []
+        self.stride = RECORD_SIZE
+        self.version: int | None = None
+        self.interrupted = False
+        self.done = False
+        self.error = 0
+
+    def feed(self, data: bytes) -> None:
+        off = 0
+        while off + 16 <= len(data):
+            length, kind, flags, seq, _ = _NLMSGHDR.unpack_from(data, off)
+            if length < 16:
+                break
+            end = off + length
+            if seq == self.seq:
+                if flags & NLM_F_DUMP_INTR:
+                    self.interrupted = True
+                if kind in (NLMSG_ERROR, NLMSG_DONE):
+                    code = _S32.unpack_from(data, off + 16)[0] if length >= 20 else 0
+                    self.error = -code if code < 0 else 0
+                    self.done = True
+                    return
+                self._message(data, off + 16 + 4, end)  # after nlmsghdr and genlmsghdr
+            off += (length + 3) & ~3
+
+    def _message(self, data: bytes, off: int, end: int) -> None:
+        while off + 4 <= end:
+            alen, akind = _NLA.unpack_from(data, off)
+            if alen < 4:
+                break
+            akind &= 0x3FFF
+            if akind == A_STATS_RECORDS:
+                self.payloads.append(data[off + 4 : off + alen])
+            elif akind == A_STATS_RECORD_SIZE:
+                self.stride = _U32.unpack_from(data, off + 4)[0]
+            elif akind == A_STATS_VERSION:
+                self.version = _U32.unpack_from(data, off + 4)[0]
+            off += (alen + 3) & ~3
 
 
 async def _collect(result: Any) -> list[Any]:

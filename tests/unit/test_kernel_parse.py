@@ -130,3 +130,40 @@ def test_parse_interrupts_queues_of_one_nic() -> None:
     assert _sysfs.parse_interrupts(INTERRUPTS, "eth0") == {0: 25, 1: 26}
     assert _sysfs.parse_interrupts(INTERRUPTS, "eth1") == {0: 27}
     assert _sysfs.parse_interrupts(INTERRUPTS, "eth") == {}
+
+
+def nlmsg(kind: int, flags: int, seq: int, body: bytes) -> bytes:
+    raw = struct.pack("=IHHII", 16 + len(body), kind, flags, seq, 0) + body
+    return raw + b"\0" * (-len(raw) % 4)
+
+
+def nla(kind: int, payload: bytes) -> bytes:
+    raw = struct.pack("=HH", 4 + len(payload), kind) + payload
+    return raw + b"\0" * (-len(raw) % 4)
+
+
+def stats_msg(seq: int, recs: list[bytes], flags: int = 0x2, size: int = 104) -> bytes:
+    body = struct.pack("=BBH", 4, 1, 0) + nla(1, struct.pack("=I", 7))
+    body += nla(9, struct.pack("=I", 1)) + nla(10, struct.pack("=I", size))
+    body += b"".join(nla(11, r) for r in recs)
+    return nlmsg(30, flags, seq, body)
+
+
+def test_dump_reader_collects_records_of_its_sequence() -> None:
+    d = _genl._Dump(5)
+    d.feed(stats_msg(5, [record(0) + record(1), record(2)]) + stats_msg(4, [record(9)]))
+    assert not d.done
+    d.feed(stats_msg(5, [record(3)]) + nlmsg(3, 0x2, 5, struct.pack("=i", 0)))
+    assert d.done and not d.error and not d.interrupted and d.version == 1
+    recs = _genl.parse_records(d.payloads, d.stride)
+    assert recs["rx_bytes"].tolist() == [0, 10, 20, 30]
+
+
+def test_dump_reader_flags_and_errors() -> None:
+    d = _genl._Dump(1)
+    d.feed(stats_msg(1, [record(0)], flags=0x2 | _genl.NLM_F_DUMP_INTR))
+    d.feed(nlmsg(3, 0x2, 1, struct.pack("=i", 0)))
+    assert d.done and d.interrupted
+    e = _genl._Dump(2)
+    e.feed(nlmsg(2, 0, 2, struct.pack("=i", -19) + bytes(16)))  # NLMSG_ERROR, -ENODEV
+    assert e.done and e.error == 19
