@@ -47,6 +47,11 @@
  *    before any packet handed to the new one. A switch to inline takes effect
  *    for the next packet; when packets of the vanilla path are still being
  *    encrypted, the first inline packets wait behind them in the peer's queue.
+ *    One bound remains, as for any UDP socket: inline transmits on the CPU of
+ *    the sending context, so a tunnel sent into from several CPUs leaves from
+ *    several CPUs, and a multi-queue link (or veth, without RPS) can reorder
+ *    those outer packets; WireGuard's replay window (8192 messages) accepts
+ *    them. Vanilla transmits from the one TX worker and so does not.
  *
  *    New peers start in the mode given by the module parameter
  *    `default_mode=vanilla|inline` (default vanilla; writable at run time in
