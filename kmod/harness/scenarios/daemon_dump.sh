@@ -33,7 +33,13 @@ echo "$got peers in $((SECONDS - t0)) s"
 step "time the dumps"
 ip netns exec dump "$REPO/.venv/bin/python" "$REPO/bench/kmod_dump.py" --dev wg0 \
 	--out /mnt/results/kmod_dump.json
+step "delete the device"
+echo "daemon_dump: deleting a device of $PEERS peers" >/dev/console
+t0=$SECONDS
+ip -n dump link del wg0
+echo "daemon_dump: deleted in $((SECONDS - t0)) s" >/dev/console
 ip netns del dump
 trap - EXIT
+echo "deleted in $((SECONDS - t0)) s"
 check_dmesg
 unload_module
