@@ -96,13 +96,15 @@ mkdir -p "$results"
 say "guest logs in $results"
 console="$results/console.log"
 smp=${WGHYBRID_KMOD_SMP:-2}
+# Variables named WGH_* are passed to the scenarios (e.g. WGH_NETNS_MODULE=stock).
+guest_env=$(env | grep -E '^WGH_[A-Z0-9_]+=[A-Za-z0-9_.:/-]*$' | paste -sd, - || true)
 say "booting $REL under qemu (TCG, -smp $smp): ${scenarios[*]}"
 t1=$SECONDS
 timeout --foreground -k 10 "${WGHYBRID_KMOD_TIMEOUT:-1500}" qemu-system-x86_64 \
 	-accel tcg,thread=multi -cpu max -smp "$smp" -m 1536 \
 	-display none -nodefaults -no-reboot -monitor none -serial stdio \
 	-kernel "$img/boot/vmlinuz-$REL" -initrd "$work/stage1.cpio" \
-	-append "console=ttyS0 panic=-1 oops=panic quiet loglevel=4 mitigations=off log_buf_len=16M wgh.repo=$(dirname "$kmod") wgh.scenarios=$(IFS=,; echo "${scenarios[*]}")" \
+	-append "console=ttyS0 panic=-1 oops=panic quiet loglevel=4 mitigations=off log_buf_len=16M wgh.repo=$(dirname "$kmod") wgh.scenarios=$(IFS=,; echo "${scenarios[*]}")${guest_env:+ wgh.env=$guest_env}" \
 	-virtfs local,path="$rootfs",mount_tag=root,security_model=passthrough,id=root \
 	-virtfs local,path="$kmod",mount_tag=kmod,security_model=none,readonly=on,id=kmod \
 	-virtfs local,path="$results",mount_tag=results,security_model=none,id=results \

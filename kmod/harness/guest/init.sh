@@ -25,6 +25,9 @@ ip link set lo up
 R=/mnt/results
 H=/mnt/kmod/harness
 names=$(sed -n 's/.*wgh\.scenarios=\([^ ]*\).*/\1/p' /proc/cmdline | tr , ' ')
+for kv in $(sed -n 's/.*wgh\.env=\([^ ]*\).*/\1/p' /proc/cmdline | tr , ' '); do
+	export "${kv?}"
+done
 echo "guest: $(nproc) CPUs, scenarios: $names" >/dev/console
 for s in $names; do
 	start=$SECONDS
@@ -34,8 +37,16 @@ for s in $names; do
 	{ echo "--- dmesg during $s:"; dmesg; } >>"$R/$s.log"
 	if ((rc == 0)); then echo PASS >"$R/$s.status"; else echo "FAIL (exit $rc)" >"$R/$s.status"; fi
 	echo "guest: $s: $(cat "$R/$s.status") in $((SECONDS - start)) s" >/dev/console
-	# A scenario leaves the module unloaded and no namespace behind.
-	for ns in $(ip netns list 2>/dev/null | cut -d' ' -f1); do ip netns del "$ns"; done
+	# The next scenario starts clean: no process or namespace of this one, an empty
+	# /tmp, the module unloaded.
+	for ns in $(ip netns list 2>/dev/null | cut -d' ' -f1); do
+		pids=$(ip netns pids "$ns" 2>/dev/null)
+		[[ -n $pids ]] && kill -9 $pids 2>/dev/null
+		ip netns del "$ns"
+	done
+	pkill -9 -x iperf3 2>/dev/null
+	sleep 0.5
+	umount -l /tmp && mount -t tmpfs tmpfs /tmp
 	modprobe -r wireguard 2>/dev/null
 done
 sync

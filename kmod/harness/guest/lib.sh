@@ -90,7 +90,7 @@ unload_module() {
 
 # iperf3 server in wgh-b, one-shot; arguments go to iperf3 (e.g. -J).
 start_iperf_server() {
-	nb iperf3 -s -1 -D -B 192.168.77.2 -I /tmp/iperf3.pid "$@"
+	nb iperf3 -s -1 -D -B 192.168.77.2 -I "/tmp/iperf3-$RANDOM.pid" "$@"
 	local i
 	for i in $(seq 100); do
 		nb ss -tlnH 'sport = 5201' | grep -q . && return 0

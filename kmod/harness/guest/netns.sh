@@ -13,7 +13,7 @@ else
 	[[ $(</sys/module/wireguard/parameters/default_mode) == "$mode" ]] || die "default_mode is not $mode"
 fi
 echo 'module wireguard +p' >/sys/kernel/debug/dynamic_debug/control
-step "upstream netns.sh, default_mode=$mode"
+step "upstream netns.sh, ${WGH_NETNS_MODULE:-patched} module, default_mode=$mode"
 # Each line of its output gets the seconds since the start, to see where time goes.
 bash /opt/wghybrid/netns.sh 2>&1 | while IFS= read -r line; do printf '%4d %s\n' "$SECONDS" "$line"; done
 echo 'module wireguard -p' >/sys/kernel/debug/dynamic_debug/control
