@@ -105,8 +105,10 @@ class KernelDataPlane:
         self._check_open()
         try:
             return await self._sample()
-        except _genl.GenlError as exc:
-            raise classify_error(exc) from None
+        except OSError as exc:
+            # Nothing to mark unmanaged for a failed reading: the loop retries next tick
+            # (a module reloaded between the family check and the dump, say).
+            raise TransientError(str(classify_error(exc))) from None
 
     async def _sample(self) -> GatewaySample:
         if await self._genl.family_changed():

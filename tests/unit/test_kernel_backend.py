@@ -367,3 +367,9 @@ async def test_steering_failure_does_not_fail_the_core_change(
     p = kernel.KernelDataPlane(fake, sys=roots[0], proc=roots[1])  # type: ignore[arg-type]
     await p.apply(SetPeerCore("wg0", key(1), 1))
     assert ("set_peer", "wg0", key(1), None, 1) in fake.calls
+
+
+async def test_failed_reading_is_transient(fake: FakeGenl, roots: tuple[Path, Path]) -> None:
+    fake.errors = [errno.ENOENT]  # e.g. the module reloaded between family check and dump
+    with pytest.raises(TransientError, match="reading counters: ENOENT"):
+        await plane(fake, roots).sample()
