@@ -11,7 +11,8 @@
 #   WGHYBRID_KMOD_CACHE    cache of downloads and the guest rootfs (/var/cache/wghybrid-kmod)
 #   WGHYBRID_KMOD_RESULTS  where the guest's logs go (default a new folder per run
 #                          under kmod/build/results/); runs may go side by side
-#   WGHYBRID_KMOD_TIMEOUT  seconds for the whole guest run (default 1500)
+#   WGHYBRID_KMOD_TIMEOUT  seconds for the whole guest run (default 3000; each scenario
+#                          also has 900 s in the guest)
 #   WGHYBRID_KMOD_SMP      guest CPUs (default 2)
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -100,7 +101,7 @@ smp=${WGHYBRID_KMOD_SMP:-2}
 guest_env=$(env | grep -E '^WGH_[A-Z0-9_]+=[A-Za-z0-9_.:/-]*$' | paste -sd, - || true)
 say "booting $REL under qemu (TCG, -smp $smp): ${scenarios[*]}"
 t1=$SECONDS
-timeout --foreground -k 10 "${WGHYBRID_KMOD_TIMEOUT:-1500}" qemu-system-x86_64 \
+timeout --foreground -k 10 "${WGHYBRID_KMOD_TIMEOUT:-3000}" qemu-system-x86_64 \
 	-accel tcg,thread=multi -cpu max -smp "$smp" -m 1536 \
 	-display none -nodefaults -no-reboot -monitor none -serial stdio \
 	-kernel "$img/boot/vmlinuz-$REL" -initrd "$work/stage1.cpio" \

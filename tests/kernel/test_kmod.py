@@ -23,7 +23,7 @@ HARNESS = ROOT / "kmod" / "harness" / "run.sh"
 SCENARIOS = sorted(p.stem for p in (ROOT / "kmod" / "harness" / "scenarios").glob("*.sh"))
 TOOLS = ("qemu-system-x86_64", "debootstrap", "cpio", "patch", "make", "gcc", "depmod",
          "apt-get", "dpkg")
-TIMEOUT_S = 3000
+TIMEOUT_S = 3600
 
 Results = dict[str, tuple[str, str]]
 

@@ -32,7 +32,7 @@ echo "guest: $(nproc) CPUs, scenarios: $names" >/dev/console
 for s in $names; do
 	start=$SECONDS
 	dmesg -c >/dev/null
-	timeout -k 5 600 bash "$H/scenarios/$s.sh" >"$R/$s.log" 2>&1 </dev/null
+	timeout -k 5 900 bash "$H/scenarios/$s.sh" >"$R/$s.log" 2>&1 </dev/null
 	rc=$?
 	{ echo "--- dmesg during $s:"; dmesg; } >>"$R/$s.log"
 	if ((rc == 0)); then echo PASS >"$R/$s.status"; else echo "FAIL (exit $rc)" >"$R/$s.status"; fi
