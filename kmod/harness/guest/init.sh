@@ -20,6 +20,13 @@ for d in /tmp /run /var/tmp /var/log /var/lib /var/cache /root /etc/wireguard; d
 	mkdir -p "$d" 2>/dev/null
 	mount -t tmpfs tmpfs "$d"
 done
+# The repository at the host's path (its .venv has that path written in it).
+repo=$(sed -n 's/.*wgh\.repo=\([^ ]*\).*/\1/p' /proc/cmdline)
+bind_repo() {
+	[[ -n $repo ]] && mountpoint -q /mnt/repo || return 0
+	mkdir -p "$repo" && mount --bind /mnt/repo "$repo"
+}
+bind_repo
 hostname wghybrid-guest
 ip link set lo up
 R=/mnt/results
@@ -47,6 +54,7 @@ for s in $names; do
 	pkill -9 -x iperf3 2>/dev/null
 	sleep 0.5
 	umount -l /tmp && mount -t tmpfs tmpfs /tmp
+	[[ $repo == /tmp/* ]] && bind_repo
 	modprobe -r wireguard 2>/dev/null
 done
 sync

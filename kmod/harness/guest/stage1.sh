@@ -16,12 +16,12 @@ mkdir -p /run-share /newroot/lib/modules /newroot/opt/wghybrid
 mount -t 9p -o "$o,ro" run /run-share
 mount -o bind /run-share/lib/modules /newroot/lib/modules
 mount -o bind /run-share/opt /newroot/opt/wghybrid
-# The repository (and its .venv) at the host's path (wgh.repo=), so that the daemon
-# runs from it as is.
-repo=$(sed -n 's/.*wgh\.repo=\([^ ]*\).*/\1/p' /proc/cmdline)
-if [ -n "$repo" ]; then
-	mkdir -p "/newroot$repo"
-	mount -t 9p -o "$o,ro,cache=loose" repo "/newroot$repo" || echo "stage1: no repo share"
+# The repository (and its .venv), mounted here and bound at the host's path
+# (wgh.repo=) by init.sh once its tmpfs mounts are in place: a checkout under /tmp,
+# /root or /var/lib would otherwise be hidden by them.
+if grep -q 'wgh\.repo=' /proc/cmdline; then
+	mkdir -p /newroot/mnt/repo
+	mount -t 9p -o "$o,ro,cache=loose" repo /newroot/mnt/repo || echo "stage1: no repo share"
 fi
 umount /proc /sys /dev
 exec switch_root /newroot /bin/bash /mnt/kmod/harness/guest/init.sh
