@@ -41,6 +41,7 @@ from wghybrid.model import (
     SetPeerCore,
     SetPeerMode,
     SetThreadedNapi,
+    raw_key,
 )
 from wghybrid.policy import Policy, load_policy, shipped_policy_path
 from wghybrid.sim import (
@@ -102,7 +103,7 @@ def static_ops(sample: GatewaySample, mode: Mode) -> list[Operation]:
         ops.append(SetThreadedNapi(dev.name, True))
     names = [d.name for d in sample.interfaces]
     for i in range(len(sample.peers)):
-        dev, key = names[int(sample.peers.iface[i])], bytes(sample.peers.key[i]).ljust(32, b"\0")
+        dev, key = names[int(sample.peers.iface[i])], raw_key(sample.peers.key[i])
         ops.append(SetPeerMode(dev, key, mode))
         ops.append(SetPeerCore(dev, key, i % sample.cores))
     return ops
@@ -118,7 +119,7 @@ def oracle_ops(sample: GatewaySample, model: GatewayModel, offered: np.ndarray) 
         if dev.threaded_napi != best.threaded_napi:
             ops.append(SetThreadedNapi(dev.name, best.threaded_napi))
     for i in range(len(sample.peers)):
-        dev, key = names[int(sample.peers.iface[i])], bytes(sample.peers.key[i]).ljust(32, b"\0")
+        dev, key = names[int(sample.peers.iface[i])], raw_key(sample.peers.key[i])
         if sample.peers.mode[i] != best.mode[i]:
             ops.append(SetPeerMode(dev, key, Mode(int(best.mode[i]))))
         if sample.peers.core[i] != best.core[i]:

@@ -14,7 +14,6 @@ import numpy as np
 from wghybrid.dataplane import PermanentError
 from wghybrid.model import (
     F64,
-    KEY_LEN,
     GatewaySample,
     InterfaceState,
     Mode,
@@ -24,6 +23,7 @@ from wghybrid.model import (
     SetPeerCore,
     SetPeerMode,
     SetThreadedNapi,
+    raw_key,
     short_key,
 )
 from wghybrid.sim.pipeline import Evaluation, GatewayModel, default_cores
@@ -192,7 +192,7 @@ class SimGateway:
 
     def _peer(self, interface: str, key: bytes) -> int:
         self._device(interface)
-        raw = bytes(key).ljust(KEY_LEN, b"\0")  # numpy "S32" elements lose trailing NULs
+        raw = raw_key(key)  # numpy "S32" elements lose trailing NULs
         i = self._index.get((interface, raw))
         if i is None or not self.present[i]:
             raise PermanentError(f"no peer {short_key(raw)} on {interface}")
@@ -245,7 +245,7 @@ class SimGateway:
 
     def _row(self, key: bytes, interface: str | None) -> int:
         iface = self.interfaces[0] if interface is None else interface
-        return self._index[(iface, bytes(key).ljust(KEY_LEN, b"\0"))]
+        return self._index[(iface, raw_key(key))]
 
     def remove_peer(self, key: bytes, interface: str | None = None) -> None:
         """The peer vanishes (wg set ... peer X remove): no longer sampled, no traffic.
