@@ -14,6 +14,7 @@
 #   WGHYBRID_KMOD_TIMEOUT  seconds for the whole guest run (default 3000; each scenario
 #                          also has 900 s in the guest)
 #   WGHYBRID_KMOD_SMP      guest CPUs (default 2)
+#   WGHYBRID_KMOD_APPEND   more kernel command line for the guest (e.g. ignore_loglevel)
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 kmod=$(dirname "$here")
@@ -105,7 +106,7 @@ timeout --foreground -k 10 "${WGHYBRID_KMOD_TIMEOUT:-3000}" qemu-system-x86_64 \
 	-accel tcg,thread=multi -cpu max -smp "$smp" -m 1536 \
 	-display none -nodefaults -no-reboot -monitor none -serial stdio \
 	-kernel "$img/boot/vmlinuz-$REL" -initrd "$work/stage1.cpio" \
-	-append "console=ttyS0 panic=-1 oops=panic quiet loglevel=4 mitigations=off log_buf_len=16M wgh.repo=$(dirname "$kmod") wgh.scenarios=$(IFS=,; echo "${scenarios[*]}")${guest_env:+ wgh.env=$guest_env}" \
+	-append "console=ttyS0 panic=-1 oops=panic softlockup_panic=1 softlockup_all_cpu_backtrace=1 quiet loglevel=5 mitigations=off log_buf_len=16M wgh.repo=$(dirname "$kmod") wgh.scenarios=$(IFS=,; echo "${scenarios[*]}")${guest_env:+ wgh.env=$guest_env} ${WGHYBRID_KMOD_APPEND:-}" \
 	-virtfs local,path="$rootfs",mount_tag=root,security_model=passthrough,id=root \
 	-virtfs local,path="$kmod",mount_tag=kmod,security_model=none,readonly=on,id=kmod \
 	-virtfs local,path="$results",mount_tag=results,security_model=none,id=results \
@@ -113,6 +114,20 @@ timeout --foreground -k 10 "${WGHYBRID_KMOD_TIMEOUT:-3000}" qemu-system-x86_64 \
 	-virtfs local,path="$(dirname "$kmod")",mount_tag=repo,security_model=none,readonly=on,id=repo \
 	</dev/null >"$console" 2>&1 || true
 say "guest ran $((SECONDS - t1)) s"
+
+# What the console says of a guest that died or wedged: from the kernel's first
+# report (soft lockup, RCU stall, BUG, warning, panic) on, with the backtraces that
+# softlockup_all_cpu_backtrace adds; else its last lines.
+console_excerpt() {
+	local first
+	first=$(grep -n -m1 -E 'soft lockup|rcu: INFO|BUG:|Oops|Kernel panic' "$console" | cut -d: -f1)
+	[[ -n $first ]] || first=$(grep -n -m1 'WARNING:' "$console" | cut -d: -f1)
+	if [[ -n $first ]]; then
+		tail -n "+$first" "$console" | head -n 120
+	else
+		tail -n 25 "$console"
+	fi
+}
 
 passed=0 failed=0
 for s in "${scenarios[@]}"; do
@@ -127,8 +142,8 @@ for s in "${scenarios[@]}"; do
 	if [[ -e "$results/$s.log" ]]; then
 		tail -n 25 "$results/$s.log" | sed 's/^/    /'
 	else
-		echo "    (the scenario did not finish: status $status; end of the console:)"
-		tail -n 25 "$console" | sed 's/^/    /'
+		echo "    (the scenario did not finish: status $status; the console:)"
+		console_excerpt | sed 's/^/    /'
 	fi
 done
 [[ -e "$results/skipped" ]] && sed 's/^/SKIP /' "$results/skipped"

@@ -22,13 +22,17 @@ ROOT = Path(__file__).resolve().parents[2]
 HARNESS = ROOT / "kmod" / "harness" / "run.sh"
 SCENARIOS = sorted(p.stem for p in (ROOT / "kmod" / "harness" / "scenarios").glob("*.sh"))
 KNOWN_BROKEN = {
-    # Seen 2026-11-24 in one of three runs: both guest CPUs stuck in iperf3's context
-    # (soft lockup, RCU stall) while A removes and re-adds peer B under inline traffic
-    # both ways; the guest never recovers, so it would also take every later scenario
-    # down. A bug in the inline path under peer removal, not yet found. Run it by hand:
-    # kmod/harness/run.sh inline_churn
-    "inline_churn": "intermittent livelock of the inline path under peer removal "
-                    "(soft lockup in iperf3 context, 1 run in 3): bug open, see kmod/README.md",
+    # Open bug (kmod/README.md, "Known bug (open)"): about one run in 25, a guest CPU
+    # stops making progress inside a peer's NAPI poll (wg_packet_rx_poll ->
+    # napi_complete_done -> netif_receive_skb_list_internal, on the int3 of the
+    # netstamp jump label) while peers are removed and re-added under inline traffic
+    # and `ping` processes come and go; the guest never recovers. The harness now
+    # panics the guest on a soft lockup and prints every CPU's backtrace, so a run by
+    # hand shows it: kmod/harness/run.sh inline_churn_both inline_churn
+    "inline_churn": "open bug: intermittent soft lockup in the peer NAPI poll under peer "
+                    "churn (about 1 run in 25), see kmod/README.md",
+    "inline_churn_both": "open bug: same path as inline_churn (peer churn under inline "
+                         "traffic), see kmod/README.md",
 }
 TOOLS = ("qemu-system-x86_64", "debootstrap", "cpio", "patch", "make", "gcc", "depmod",
          "apt-get", "dpkg")
