@@ -129,7 +129,7 @@ console_excerpt() {
 	fi
 }
 
-passed=0 failed=0
+passed=0 failed=0 unfinished=0
 for s in "${scenarios[@]}"; do
 	status=$(cat "$results/$s.status" 2>/dev/null || echo missing)
 	if [[ $status == PASS ]]; then
@@ -139,11 +139,16 @@ for s in "${scenarios[@]}"; do
 	fi
 	echo "FAIL $s"
 	failed=$((failed + 1))
-	if [[ -e "$results/$s.log" ]]; then
-		tail -n 25 "$results/$s.log" | sed 's/^/    /'
-	else
-		echo "    (the scenario did not finish: status $status; the console:)"
-		console_excerpt | sed 's/^/    /'
+	[[ -e "$results/$s.log" ]] && tail -n 25 "$results/$s.log" | sed 's/^/    /'
+	if [[ $status == missing ]]; then
+		# The first scenario that did not finish gets the console (it is where the
+		# guest died or wedged); the ones after it were never reached.
+		if ((unfinished++ == 0)); then
+			echo "    (the scenario did not finish; the console:)"
+			console_excerpt | sed 's/^/    /'
+		else
+			echo "    (not reached: the guest stopped in an earlier scenario)"
+		fi
 	fi
 done
 [[ -e "$results/skipped" ]] && sed 's/^/SKIP /' "$results/skipped"
