@@ -22,7 +22,7 @@ ROOT = Path(__file__).resolve().parents[2]
 HARNESS = ROOT / "kmod" / "harness" / "run.sh"
 SCENARIOS = sorted(p.stem for p in (ROOT / "kmod" / "harness" / "scenarios").glob("*.sh"))
 KNOWN_BROKEN = {
-    # Open bug (kmod/README.md, "Known bug (open)"): about one run in 25, a guest CPU
+    # Open bug (kmod/README.md, "Known bug (open)"): 2 runs in 33, a guest CPU
     # stops making progress inside a peer's NAPI poll (wg_packet_rx_poll ->
     # napi_complete_done -> netif_receive_skb_list_internal, on the int3 of the
     # netstamp jump label) while peers are removed and re-added under inline traffic
@@ -30,7 +30,7 @@ KNOWN_BROKEN = {
     # panics the guest on a soft lockup and prints every CPU's backtrace, so a run by
     # hand shows it: kmod/harness/run.sh inline_churn_both inline_churn
     "inline_churn": "open bug: intermittent soft lockup in the peer NAPI poll under peer "
-                    "churn (about 1 run in 25), see kmod/README.md",
+                    "churn (2 hangs in 33 runs), see kmod/README.md",
     "inline_churn_both": "open bug: same path as inline_churn (peer churn under inline "
                          "traffic), see kmod/README.md",
 }
