@@ -146,6 +146,7 @@ for s in "${scenarios[@]}"; do
 		if ((unfinished++ == 0)); then
 			echo "    (the scenario did not finish; the console:)"
 			console_excerpt | sed 's/^/    /'
+			python3 "$here/stale_int3.py" "$console" | sed 's/^/    /'
 		else
 			echo "    (not reached: the guest stopped in an earlier scenario)"
 		fi
