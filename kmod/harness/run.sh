@@ -11,8 +11,9 @@
 #   WGHYBRID_KMOD_CACHE    cache of downloads and the guest rootfs (/var/cache/wghybrid-kmod)
 #   WGHYBRID_KMOD_RESULTS  where the guest's logs go (default a new folder per run
 #                          under kmod/build/results/); runs may go side by side
-#   WGHYBRID_KMOD_TIMEOUT  seconds for the whole guest run (default 3000; each scenario
-#                          also has 900 s in the guest)
+#   WGHYBRID_KMOD_TIMEOUT  seconds for the whole guest run (default 3000)
+#   WGH_SCENARIO_TIMEOUT   seconds each scenario has in the guest (default 900); one that
+#                          overruns gets its processes and kernel stacks in its log
 #   WGHYBRID_KMOD_SMP      guest CPUs (default 2)
 #   WGHYBRID_KMOD_APPEND   more kernel command line for the guest (e.g. ignore_loglevel)
 set -euo pipefail
@@ -140,6 +141,13 @@ for s in "${scenarios[@]}"; do
 	echo "FAIL $s"
 	failed=$((failed + 1))
 	[[ -e "$results/$s.log" ]] && tail -n 25 "$results/$s.log" | sed 's/^/    /'
+	if grep -q -- "^--- $s did not finish in" "$results/$s.log" 2>/dev/null; then
+		# It overran its limit: what its processes were waiting for (kernel threads
+		# left out; the whole dump is in the log).
+		echo "    (what it was waiting for:)"
+		sed -n "/^--- $s did not finish in/,/^--- dmesg during/p" "$results/$s.log" |
+			awk '$0 !~ /^ *[0-9]+ +[0-9]+ .* \[[^]]*\]$/' | head -n 100 | sed 's/^/    /'
+	fi
 	if [[ $status == missing ]]; then
 		# The first scenario that did not finish gets the console (it is where the
 		# guest died or wedged); the ones after it were never reached.

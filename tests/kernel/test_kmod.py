@@ -22,17 +22,13 @@ ROOT = Path(__file__).resolve().parents[2]
 HARNESS = ROOT / "kmod" / "harness" / "run.sh"
 SCENARIOS = sorted(p.stem for p in (ROOT / "kmod" / "harness" / "scenarios").glob("*.sh"))
 KNOWN_BROKEN = {
-    # Open bug (kmod/README.md, "Known bug (open)"): 2 runs in 33, a guest CPU
-    # stops making progress inside a peer's NAPI poll (wg_packet_rx_poll ->
-    # napi_complete_done -> netif_receive_skb_list_internal, on the int3 of the
-    # netstamp jump label) while peers are removed and re-added under inline traffic
-    # and `ping` processes come and go; the guest never recovers. The harness now
-    # panics the guest on a soft lockup and prints every CPU's backtrace, so a run by
-    # hand shows it: kmod/harness/run.sh inline_churn_both inline_churn
-    "inline_churn": "open bug: intermittent soft lockup in the peer NAPI poll under peer "
-                    "churn (2 hangs in 33 runs), see kmod/README.md",
-    "inline_churn_both": "open bug: same path as inline_churn (peer churn under inline "
-                         "traffic), see kmod/README.md",
+    # Open (kmod/README.md, "Open: a quiet wedge in inline_churn_both"): once in 48
+    # runs the guest went quiet in this scenario (no soft lockup, no RCU stall, no
+    # hung task, 14% of a host core) until the time limit, with no trace. The harness
+    # now dumps every process's kernel stack when a scenario overruns its limit; until
+    # one such dump says what it waits for, this scenario stays out of CI.
+    "inline_churn_both": "open: one quiet wedge in 48 runs, cause unknown, see "
+                         "kmod/README.md",
 }
 TOOLS = ("qemu-system-x86_64", "debootstrap", "cpio", "patch", "make", "gcc", "depmod",
          "apt-get", "dpkg")
