@@ -1,6 +1,6 @@
 """The patched WireGuard module, built from Debian's packages and booted in qemu.
 
-One session-wide run of kmod/harness/run.sh (about 15 minutes under TCG from a warm
+One session-wide run of kmod/harness/run.sh (15-20 minutes under TCG from a warm
 cache, see kmod/README.md), then one test per named scenario. With
 WGHYBRID_KERNEL_TESTS=1 (CI) a missing tool, a failed build or a failed boot is a
 failure; without it, a machine without qemu (or not root) skips them with the reason,
@@ -21,15 +21,6 @@ pytestmark = pytest.mark.kernel
 ROOT = Path(__file__).resolve().parents[2]
 HARNESS = ROOT / "kmod" / "harness" / "run.sh"
 SCENARIOS = sorted(p.stem for p in (ROOT / "kmod" / "harness" / "scenarios").glob("*.sh"))
-KNOWN_BROKEN = {
-    # Open (kmod/README.md, "Open: a quiet wedge in inline_churn_both"): once in 48
-    # runs the guest went quiet in this scenario (no soft lockup, no RCU stall, no
-    # hung task, 14% of a host core) until the time limit, with no trace. The harness
-    # now dumps every process's kernel stack when a scenario overruns its limit; until
-    # one such dump says what it waits for, this scenario stays out of CI.
-    "inline_churn_both": "open: one quiet wedge in 48 runs, cause unknown, see "
-                         "kmod/README.md",
-}
 TOOLS = ("qemu-system-x86_64", "debootstrap", "cpio", "patch", "make", "gcc", "depmod",
          "apt-get", "dpkg")
 TIMEOUT_S = 3600
@@ -71,7 +62,7 @@ def harness() -> Results:
             pytest.fail(f"WGHYBRID_KERNEL_TESTS=1 but {why}")
         pytest.skip(why)
     proc = subprocess.run(
-        [str(HARNESS), *(s for s in SCENARIOS if s not in KNOWN_BROKEN)],
+        [str(HARNESS), *SCENARIOS],
         capture_output=True, text=True, timeout=TIMEOUT_S, check=False,
         stdin=subprocess.DEVNULL,
     )
@@ -86,8 +77,6 @@ def harness() -> Results:
 
 @pytest.mark.parametrize("scenario", SCENARIOS)
 def test_scenario(harness: Results, scenario: str) -> None:
-    if scenario in KNOWN_BROKEN:
-        pytest.skip(f"{scenario}: {KNOWN_BROKEN[scenario]}")
     status, excerpt = harness.get(scenario, ("MISSING", "the harness printed no line for it"))
     assert status == "PASS", f"{scenario}: {status}\n{excerpt}"
 

@@ -19,6 +19,26 @@ nx() {
 na() { nx wgh-a "$@"; }
 nb() { nx wgh-b "$@"; }
 step() { echo "== $*"; }
+# Ping ADDR through the tunnel from namespace NS until a reply comes, for up to
+# LIMIT s (default 15: a handshake initiation that was lost, say to a peer removed
+# just after, is retried only after REKEY_TIMEOUT, 5 s, plus jitter). Says how long
+# it took; on failure prints both ends' `wg show` and counters.
+tunnel_up() {
+	local ns=$1 addr=$2 limit=${3:-15} t0=$SECONDS n
+	while ((SECONDS - t0 < limit)); do
+		if nx "$ns" ping -c 1 -W 1 "$addr" >/dev/null 2>&1; then
+			echo "$ns -> $addr: a reply after $((SECONDS - t0)) s"
+			return 0
+		fi
+	done
+	echo "$ns -> $addr: no reply in $limit s"
+	for n in wgh-a wgh-b; do
+		echo "$n:"
+		nx "$n" wg show wg0 || true
+		nx "$n" wghctl stats wg0 || true
+	done
+	return 1
+}
 die() { echo "FAIL: $*"; exit 1; }
 
 # setup_pair [default_mode]: load the patched module and build the topology above.

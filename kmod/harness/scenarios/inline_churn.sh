@@ -21,7 +21,7 @@ step "traffic both ways for 20 s while A removes and re-adds peer B 30 times"
 	done
 ) &
 ab=$!
-nb iperf3 -c 192.168.77.1 -p 5202 -u -b 10M -t 20 -J >/tmp/ba.json &
+nb timeout -k 2 60 iperf3 -c 192.168.77.1 -p 5202 -u -b 10M -t 20 -J >/tmp/ba.json &
 ba=$!
 for i in $(seq 30); do
 	sleep 0.5
