@@ -1,63 +1,46 @@
 #!/bin/bash
-# Build the patched wireguard.ko against Debian's kernel, from nothing.
+# Build the patched wireguard.ko for a target, from nothing.
 #
-#   kmod/build.sh                  -> kmod/build/wireguard.ko (debug info stripped)
-#   kmod/build.sh --source DIR     only assemble the patched source tree in DIR
-#                                  (what kmod/dkms-install.sh ships to DKMS)
+#   WGHYBRID_KMOD_TARGET=trixie kmod/build.sh   -> kmod/build/trixie/wireguard.ko (last line)
 #
-# Steps: fetch.sh (apt-get download + unpack, cached), copy drivers/net/wireguard
-# from linux-source, apply kmod/patches/*.patch in order (git format-patch
-# output; patch -p4 because they are relative to the kernel tree), add the uapi
-# header, build with the Debian headers of the pinned kernel. Environment:
-#   WGHYBRID_KMOD_CACHE   download/unpack cache (default /var/cache/wghybrid-kmod)
-#   WGHYBRID_KMOD_BUILD   output folder (default kmod/build)
+# Steps: fetch.sh (resolve the kernel version, download, unpack; cached), rootfs.sh
+# (the target's Debian tree with its kernel's compiler and headers; cached), then
+# assemble.sh (drivers/net/wireguard + kmod/patches/LINE + the uapi header) and make
+# in the target's tree, against the headers installed there. Environment:
+#   WGHYBRID_KMOD_TARGET  trixie (default) or bookworm (kmod/targets/)
+#   WGHYBRID_KMOD_CACHE   download/unpack/tree cache (default /var/cache/wghybrid-kmod)
+#   WGHYBRID_KMOD_BUILD   output folder (default kmod/build/TARGET)
 set -euo pipefail
-here=$(cd "$(dirname "$0")" && pwd)
-# shellcheck source=debian-kernel.env
-. "$here/debian-kernel.env"
-REL="$ABI-amd64"
-
-out=${WGHYBRID_KMOD_BUILD:-$here/build}
+. "$(dirname "$0")/lib.sh"
+load_target
+out=${WGHYBRID_KMOD_BUILD:-$KMOD/build/$TARGET}
 mkdir -p "$out"
 exec 9>"$out/.lock"
 flock 9 # one build at a time in one output folder (harness runs may go side by side)
-top=$("$here/fetch.sh" | tail -1)
+top=${WGHYBRID_KMOD_TOP:-$("$KMOD/fetch.sh" | tail -1)}
+# shellcheck source=/dev/null
+. "$top/target.env"
+rootfs=$("$KMOD/rootfs.sh" "$top" | tail -1)
 
-assemble() {
-	local dst=$1 p
-	rm -rf "$dst"
-	mkdir -p "$(dirname "$dst")"
-	cp -r "$top/src/linux-source-6.1/drivers/net/wireguard" "$dst"
-	for p in "$here"/patches/*.patch; do
-		patch -p4 -s --forward --no-backup-if-mismatch -d "$dst" <"$p" ||
-			{ echo "[kmod/build] $(basename "$p") does not apply to $V" >&2; exit 1; }
-	done
-	mkdir -p "$dst/include/uapi/linux"
-	cp "$here/include/uapi/linux/wghybrid.h" "$dst/include/uapi/linux/"
-}
-
-if [[ ${1:-} == --source ]]; then
-	assemble "$2"
-	exit 0
-fi
-
-src="$out/wireguard"
 # Skip the build when nothing that goes into it has changed.
-stamp=$(cat "$here/debian-kernel.env" "$here"/patches/*.patch "$here/include/uapi/linux/wghybrid.h" \
-	"$0" | sha256sum | cut -c1-16)
+stamp=$(cat "$top/target.env" "$KMOD/patches/$LINE"/*.patch "$KMOD/include/uapi/linux/wghybrid.h" \
+	"$KMOD/assemble.sh" "$0" 2>/dev/null | sha256sum | cut -c1-16)
 if [[ -e "$out/wireguard.ko" && $(cat "$out/.stamp" 2>/dev/null) == "$stamp" ]]; then
 	echo "$out/wireguard.ko"
 	exit 0
 fi
-rm -f "$out/.stamp"
-assemble "$src"
-hdr="$top/headers/usr/src/linux-headers-$REL"
-echo "[kmod/build] make -C linux-headers-$REL M=$src" >&2
-make -s -C "$hdr" M="$src" -j"$(nproc)" modules 2>&1 |
-	grep -v "Skipping BTF generation" >&2 || true
-[[ -e "$src/wireguard.ko" ]] || { echo "[kmod/build] build failed" >&2; exit 1; }
+rm -f "$out/.stamp" "$out/wireguard.ko"
+src="$out/wireguard"
+"$KMOD/assemble.sh" "$top/src/linux-source-$LINE/drivers/net/wireguard" "$LINE" "$src" ||
+	kdie "$TARGET: the series does not apply to $V"
+kmsg "$TARGET: make -C /usr/src/linux-headers-$REL M=wireguard ($CC, in the $SUITE tree)"
+WGH_BIND="$src:/mnt/build" in_chroot "$rootfs" \
+	make -s -C "/usr/src/linux-headers-$REL" M=/mnt/build -j"$(nproc)" modules >"$out/make.log" 2>&1 ||
+	{ cat "$out/make.log" >&2; kdie "$TARGET: build failed"; }
+grep -v "Skipping BTF generation" "$out/make.log" >&2 || true
+[[ -e "$src/wireguard.ko" ]] || kdie "$TARGET: make left no wireguard.ko"
 strip --strip-debug -o "$out/wireguard.ko" "$src/wireguard.ko"
 modinfo -F vermagic "$out/wireguard.ko" | grep -q "^$REL " ||
-	{ echo "[kmod/build] vermagic is not $REL" >&2; exit 1; }
+	kdie "$TARGET: vermagic is not $REL: $(modinfo -F vermagic "$out/wireguard.ko")"
 echo "$stamp" >"$out/.stamp"
 echo "$out/wireguard.ko"
