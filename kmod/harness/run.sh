@@ -1,16 +1,21 @@
 #!/bin/bash
-# Boot Debian's kernel with the patched wireguard.ko in qemu and run named scenarios.
+# Boot a target's Debian kernel with the patched wireguard.ko in qemu and run named
+# scenarios.
 #
-#   kmod/harness/run.sh [SCENARIO...]     (default: every kmod/harness/scenarios/*.sh)
+#   WGHYBRID_KMOD_TARGET=trixie kmod/harness/run.sh [SCENARIO...]
+#                                  (default: every kmod/harness/scenarios/*.sh)
 #
-# Prints one line per scenario, "PASS name" or "FAIL name" followed by an excerpt
-# of that scenario's guest log, and a last line "N passed, N failed"; exits 1 if
-# any failed (or the build or the boot did). Needs root and the apt packages
-# qemu-system-x86 debootstrap busybox-static cpio kmod patch gcc make.
+# Prints the kernel resolved for the target and each stage's time, one line per
+# scenario, "PASS name (N s)" or "FAIL name (N s)" followed by an excerpt of that
+# scenario's guest log, and a last line "N passed, N failed"; exits 1 if any failed
+# (or the build or the boot did). When every scenario of the target passed, the
+# version is recorded in kmod/targets/TARGET.passing. Needs root and the apt packages
+# qemu-system-x86 debootstrap busybox-static cpio kmod xz-utils.
 # Environment:
-#   WGHYBRID_KMOD_CACHE    cache of downloads and the guest rootfs (/var/cache/wghybrid-kmod)
+#   WGHYBRID_KMOD_TARGET   trixie (default) or bookworm (kmod/targets/)
+#   WGHYBRID_KMOD_CACHE    cache of downloads and the target trees (/var/cache/wghybrid-kmod)
 #   WGHYBRID_KMOD_RESULTS  where the guest's logs go (default a new folder per run
-#                          under kmod/build/results/); runs may go side by side
+#                          under kmod/build/TARGET/results/); runs may go side by side
 #   WGHYBRID_KMOD_TIMEOUT  seconds for the whole guest run (default 3000)
 #   WGH_SCENARIO_TIMEOUT   seconds each scenario has in the guest (default 900); one that
 #                          overruns gets its processes and kernel stacks in its log
@@ -19,9 +24,8 @@
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 kmod=$(dirname "$here")
-# shellcheck source=../debian-kernel.env
-. "$kmod/debian-kernel.env"
-REL="$ABI-amd64"
+. "$kmod/lib.sh"
+load_target
 
 say() { echo "[kmod/harness] $*" >&2; }
 fail_all() { # every requested scenario fails with the same reason
@@ -42,17 +46,23 @@ for s in "${scenarios[@]}"; do
 done
 
 t0=$SECONDS
-ko=$("$kmod/build.sh" | tail -1) || fail_all "the module did not build (kmod/build.sh)"
-top=$("$kmod/fetch.sh" | tail -1)
-rootfs=$("$here/rootfs.sh" | tail -1) || fail_all "the guest rootfs could not be built"
+top=$("$kmod/fetch.sh" | tail -1) || fail_all "$TARGET: no kernel could be fetched (kmod/fetch.sh)"
+# shellcheck source=/dev/null
+. "$top/target.env"
+t_fetch=$((SECONDS - t0))
+rootfs=$("$kmod/rootfs.sh" "$top" | tail -1) || fail_all "$TARGET: the $SUITE tree could not be built (kmod/rootfs.sh)"
+t_rootfs=$((SECONDS - t0 - t_fetch))
+ko=$(WGHYBRID_KMOD_TOP=$top "$kmod/build.sh" | tail -1) ||
+	fail_all "$TARGET: the module did not build (kmod/build.sh)"
+t_build=$((SECONDS - t0 - t_fetch - t_rootfs))
 img="$top/image"
-say "module and rootfs ready after $((SECONDS - t0)) s"
+say "$TARGET: kernel $V ($REL); fetch ${t_fetch} s, $SUITE tree ${t_rootfs} s, module ${t_build} s"
 
 # Modules the guest needs, with their dependencies, go to a per-run share that the
 # guest mounts over /lib/modules (so the cached rootfs is never written and runs can
 # run side by side). The stock wireguard.ko goes outside /lib/modules, so that only
 # the patched one can be autoloaded.
-mods_stage1=(virtio_pci 9pnet_virtio 9p)
+mods_stage1=(virtio_pci 9pnet_virtio 9p overlay)
 mods_guest=(wireguard veth dummy iptable_filter iptable_nat iptable_mangle xt_nat xt_mark
 	xt_length ip6table_filter xt_conntrack)
 closure() { # the modules to insmod, in order, for each module named
@@ -69,15 +79,18 @@ mdir="$run/lib/modules/$REL"
 mkdir -p "$mdir/updates" "$run/opt"
 closure "${mods_stage1[@]}" "${mods_guest[@]}" | sort -u |
 	while read -r rel; do
-		[[ $rel == */wireguard/wireguard.ko ]] && continue
+		[[ $rel == */wireguard/wireguard.ko* ]] && continue
 		mkdir -p "$mdir/$(dirname "$rel")"
 		cp "$img/lib/modules/$REL/$rel" "$mdir/$rel"
 	done
 cp "$img/lib/modules/$REL"/modules.{order,builtin,builtin.modinfo} "$mdir/"
 cp "$ko" "$mdir/updates/wireguard.ko"
 depmod -b "$run" "$REL"
-cp "$img/lib/modules/$REL/kernel/drivers/net/wireguard/wireguard.ko" "$run/opt/stock-wireguard.ko"
-cp "$top/src/linux-source-6.1/tools/testing/selftests/wireguard/netns.sh" "$run/opt/netns.sh"
+stock=$(compgen -G "$img/lib/modules/$REL/kernel/drivers/net/wireguard/wireguard.ko*")
+unxz() { case "$1" in *.xz) xz -dc "$1" ;; *) cat "$1" ;; esac; }
+unxz "$stock" >"$run/opt/stock-wireguard.ko"
+cp "$top/src/linux-source-$LINE/tools/testing/selftests/wireguard/netns.sh" "$run/opt/netns.sh"
+echo "$V" >"$run/opt/kernel-version"
 
 # Stage 1: a busybox initramfs that loads virtio + 9p, mounts the shares and
 # switch_roots into the guest's PID 1 (kmod/harness/guest/init.sh, from the repo).
@@ -87,13 +100,14 @@ ldd /bin/busybox >/dev/null 2>&1 && fail_all "/bin/busybox is not static (apt-ge
 n=0
 closure "${mods_stage1[@]}" | awk '!seen[$0]++' | while read -r rel; do
 	n=$((n + 1))
-	cp "$img/lib/modules/$REL/$rel" "$work/initramfs/m/$(printf %02d "$n")-$(basename "$rel")"
+	# busybox's insmod takes no compressed module (trixie ships .ko.xz)
+	unxz "$img/lib/modules/$REL/$rel" >"$work/initramfs/m/$(printf %02d "$n")-$(basename "${rel%.xz}")"
 done
 cp "$here/guest/stage1.sh" "$work/initramfs/init"
 chmod +x "$work/initramfs/init"
 (cd "$work/initramfs" && find . | cpio -o -H newc --quiet) >"$work/stage1.cpio"
 
-results=${WGHYBRID_KMOD_RESULTS:-$kmod/build/results/$(date +%Y%m%d-%H%M%S)-$$}
+results=${WGHYBRID_KMOD_RESULTS:-$kmod/build/$TARGET/results/$(date +%Y%m%d-%H%M%S)-$$}
 rm -rf "$results"
 mkdir -p "$results"
 say "guest logs in $results"
@@ -107,14 +121,16 @@ timeout --foreground -k 10 "${WGHYBRID_KMOD_TIMEOUT:-3000}" qemu-system-x86_64 \
 	-accel tcg,thread=multi -cpu max -smp "$smp" -m 1536 \
 	-display none -nodefaults -no-reboot -monitor none -serial stdio \
 	-kernel "$img/boot/vmlinuz-$REL" -initrd "$work/stage1.cpio" \
-	-append "console=ttyS0 panic=-1 oops=panic softlockup_panic=1 softlockup_all_cpu_backtrace=1 quiet loglevel=5 mitigations=off log_buf_len=16M wgh.repo=$(dirname "$kmod") wgh.scenarios=$(IFS=,; echo "${scenarios[*]}")${guest_env:+ wgh.env=$guest_env} ${WGHYBRID_KMOD_APPEND:-}" \
+	-append "console=ttyS0 wgh.target=$TARGET panic=-1 oops=panic softlockup_panic=1 softlockup_all_cpu_backtrace=1 quiet loglevel=5 mitigations=off log_buf_len=16M wgh.repo=$(dirname "$kmod") wgh.scenarios=$(IFS=,; echo "${scenarios[*]}")${guest_env:+ wgh.env=$guest_env} ${WGHYBRID_KMOD_APPEND:-}" \
 	-virtfs local,path="$rootfs",mount_tag=root,security_model=passthrough,id=root \
 	-virtfs local,path="$kmod",mount_tag=kmod,security_model=none,readonly=on,id=kmod \
 	-virtfs local,path="$results",mount_tag=results,security_model=none,id=results \
 	-virtfs local,path="$run",mount_tag=run,security_model=none,readonly=on,id=run \
 	-virtfs local,path="$(dirname "$kmod")",mount_tag=repo,security_model=none,readonly=on,id=repo \
+	-virtfs local,path="$DEBS",mount_tag=debs,security_model=none,readonly=on,id=debs \
 	</dev/null >"$console" 2>&1 || true
-say "guest ran $((SECONDS - t1)) s"
+t_guest=$((SECONDS - t1))
+say "guest ran ${t_guest} s"
 
 # What the console says of a guest that died or wedged: from the kernel's first
 # report (soft lockup, RCU stall, BUG, warning, panic) on, with the backtraces that
@@ -133,12 +149,13 @@ console_excerpt() {
 passed=0 failed=0 unfinished=0
 for s in "${scenarios[@]}"; do
 	status=$(cat "$results/$s.status" 2>/dev/null || echo missing)
+	took=$(sed -n "s/^guest: $s: .* in \([0-9]*\) s\r*$/ (\1 s)/p" "$console" | head -1)
 	if [[ $status == PASS ]]; then
-		echo "PASS $s"
+		echo "PASS $s$took"
 		passed=$((passed + 1))
 		continue
 	fi
-	echo "FAIL $s"
+	echo "FAIL $s$took"
 	failed=$((failed + 1))
 	[[ -e "$results/$s.log" ]] && tail -n 25 "$results/$s.log" | sed 's/^/    /'
 	if grep -q -- "^--- $s did not finish in" "$results/$s.log" 2>/dev/null; then
@@ -161,5 +178,16 @@ for s in "${scenarios[@]}"; do
 	fi
 done
 [[ -e "$results/skipped" ]] && sed 's/^/SKIP /' "$results/skipped"
+say "$TARGET: stages: fetch ${t_fetch} s, tree ${t_rootfs} s, module ${t_build} s, guest ${t_guest} s; total $((SECONDS - t0)) s"
+# A full pass of the target's CI scenarios records its kernel as last seen passing.
+if ((failed == 0)); then
+	want=$CI_SCENARIOS
+	[[ $want == all ]] && want=$(cd "$here/scenarios" && ls -- *.sh | sed 's/\.sh$//')
+	if [[ -z $(comm -23 <(tr ' ' '\n' <<<"$want" | sort -u | grep .) <(printf '%s\n' "${scenarios[@]}" | sort -u)) ]]; then
+		printf '%s\nV=%s\n' "$(grep '^#' "$kmod/targets/$TARGET.passing")" "$V" >"$kmod/targets/$TARGET.passing.new" &&
+			mv "$kmod/targets/$TARGET.passing.new" "$kmod/targets/$TARGET.passing" ||
+			say "could not record $V in kmod/targets/$TARGET.passing"
+	fi
+fi
 echo "$passed passed, $failed failed"
 ((failed == 0))

@@ -7,12 +7,14 @@
 #  │ vethN 10.9.N.1/24 ───────────────────────┼────────┼── veth0 10.9.N.2/24       │
 #  └──────────────────────────────────────────┘        └───────────────────────────┘
 #
-# c1 carries the heavy iperf3 stream, c2..c4 pings. The daemon runs in gw.
+# c1 carries the heavy iperf3 stream, c2..c4 pings. The daemon runs in gw, from the
+# repository shared at the host's path, with the target tree's Python and the venv
+# kmod/rootfs.sh made (/usr/local/bin/wghybrid there).
 . /mnt/kmod/harness/guest/lib.sh
 REPO=$(sed -n 's/.*wgh\.repo=\([^ ]*\).*/\1/p' /proc/cmdline)
-[[ -n $REPO && -x $REPO/.venv/bin/wghybrid ]] ||
-	die "the repository's .venv is not shared with the guest (wgh.repo=$REPO)"
-WGHYBRID=$REPO/.venv/bin/wghybrid
+[[ -n $REPO && -d $REPO/wghybrid ]] ||
+	die "the repository is not shared with the guest (wgh.repo=$REPO)"
+WGHYBRID=/usr/local/bin/wghybrid
 SOCK=/run/wghybrid-e2e.sock
 STATE=/var/lib/wghybrid-e2e
 kstate() { ip netns exec gw python3 "$H/guest/daemon_kstate.py" "$@"; }

@@ -14,13 +14,14 @@ ln -sf /proc/self/fd/1 /dev/stdout
 ln -sf /proc/self/fd/2 /dev/stderr
 mount -t devpts devpts /dev/pts
 mount -t debugfs debugfs /sys/kernel/debug
-# The rootfs is the host's cache, shared read-write: keep every write of a run
-# in memory.
-for d in /tmp /run /var/tmp /var/log /var/lib /var/cache /root /etc/wireguard; do
+# The root is an overlay in memory (stage1.sh); /tmp and /run are emptied between
+# scenarios.
+for d in /tmp /run /var/tmp; do
 	mkdir -p "$d" 2>/dev/null
 	mount -t tmpfs tmpfs "$d"
 done
-# The repository at the host's path (its .venv has that path written in it).
+# The repository at the host's path (the daemon scenarios run it from there with the
+# tree's /opt/venv, kmod/rootfs.sh).
 repo=$(sed -n 's/.*wgh\.repo=\([^ ]*\).*/\1/p' /proc/cmdline)
 bind_repo() {
 	[[ -n $repo ]] && mountpoint -q /mnt/repo || return 0

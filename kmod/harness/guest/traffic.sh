@@ -35,8 +35,10 @@ if ((profile)); then
 fi
 
 step "stats"
-na wghctl stats wg0 >/tmp/a.json
+# The receiver first: then B's rx <= A's tx holds even if A sends a keepalive between
+# the two readings (counters only grow, and nothing arrives before it is sent).
 nb wghctl stats wg0 >/tmp/b.json
+na wghctl stats wg0 >/tmp/a.json
 python3 - "$mode" "$sent" "$KEY_A" "$KEY_B" "$workers" <<'PY'
 import json, sys
 mode, sent, key_a, key_b, workers = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4], int(sys.argv[5])

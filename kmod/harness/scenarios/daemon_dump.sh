@@ -31,7 +31,7 @@ echo "$got peers in $((SECONDS - t0)) s"
 ((got == PEERS)) || die "wg setconf made $got peers, not $PEERS"
 
 step "time the dumps"
-ip netns exec dump "$REPO/.venv/bin/python" "$REPO/bench/kmod_dump.py" --dev wg0 \
+ip netns exec dump wghybrid-python "$REPO/bench/kmod_dump.py" --dev wg0 \
 	--out /mnt/results/kmod_dump.json
 step "delete the device"
 echo "daemon_dump: deleting a device of $PEERS peers" >/dev/console
