@@ -16,8 +16,9 @@
 #   debs/SUITE/V/*.deb            what `apt-get download` fetched
 #   SUITE/V/target.env            SUITE LINE V REL HEADERS (the headers packages)
 #   SUITE/V/image                 the image package, dpkg -x'ed (never installed), depmod'ed
-#   SUITE/V/src                   drivers/net/wireguard, its selftests and the uapi
-#                                 wireguard.h from linux-source-$LINE, pristine
+#   SUITE/V/src                   drivers/net/wireguard, its selftests, the uapi
+#                                 wireguard.h and the top Makefile (the version) from
+#                                 linux-source-$LINE, pristine
 # Each step is skipped when its result is there, so a second run is quick.
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
@@ -104,7 +105,7 @@ if [[ ! -e "$top/image/.done" ]]; then
 	depmod -b "$top/image" "$REL"
 	touch "$top/image/.done"
 fi
-if [[ ! -e "$top/src/.done" ]]; then
+if [[ ! -e "$top/src/.done-2" ]]; then
 	rm -rf "$top/src"
 	mkdir -p "$top/src"
 	dpkg -x "$debs/linux-source-${LINE}_"*.deb "$top/src/deb"
@@ -112,8 +113,9 @@ if [[ ! -e "$top/src/.done" ]]; then
 	tar -xJf "$top/src/deb/usr/src/linux-source-$LINE.tar.xz" -C "$top/src" \
 		"linux-source-$LINE/drivers/net/wireguard" \
 		"linux-source-$LINE/tools/testing/selftests/wireguard" \
-		"linux-source-$LINE/include/uapi/linux/wireguard.h"
+		"linux-source-$LINE/include/uapi/linux/wireguard.h" \
+		"linux-source-$LINE/Makefile"
 	rm -rf "$top/src/deb"
-	touch "$top/src/.done"
+	touch "$top/src/.done-2"
 fi
 echo "$top"

@@ -127,7 +127,7 @@ timeout --foreground -k 10 "${WGHYBRID_KMOD_TIMEOUT:-3000}" qemu-system-x86_64 \
 	-virtfs local,path="$results",mount_tag=results,security_model=none,id=results \
 	-virtfs local,path="$run",mount_tag=run,security_model=none,readonly=on,id=run \
 	-virtfs local,path="$(dirname "$kmod")",mount_tag=repo,security_model=none,readonly=on,id=repo \
-	-virtfs local,path="$DEBS",mount_tag=debs,security_model=none,readonly=on,id=debs \
+	-virtfs local,path="$top/src/linux-source-$LINE",mount_tag=src,security_model=none,readonly=on,id=src \
 	</dev/null >"$console" 2>&1 || true
 t_guest=$((SECONDS - t1))
 say "guest ran ${t_guest} s"

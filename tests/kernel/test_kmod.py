@@ -1,17 +1,23 @@
-"""The patched WireGuard module, built from Debian's packages and booted in qemu.
+"""The patched WireGuard module, built from Debian's packages and booted in qemu, once
+per target (kmod/targets/: trixie with linux 6.12, bookworm with 6.1).
 
-One session-wide run of kmod/harness/run.sh (15-20 minutes under TCG from a warm
-cache, see kmod/README.md), then one test per named scenario. With
+One run of kmod/harness/run.sh per target (each resolves the target's kernel from the
+archive, builds the module in the target's tree with its kernel's compiler and boots
+it), then one test per named scenario of the target's CI_SCENARIOS. With
 WGHYBRID_KERNEL_TESTS=1 (CI) a missing tool, a failed build or a failed boot is a
 failure; without it, a machine without qemu (or not root) skips them with the reason,
-and WGHYBRID_KERNEL_TESTS=0 skips them on purpose.
+and WGHYBRID_KERNEL_TESTS=0 skips them on purpose. WGHYBRID_KMOD_TARGETS="trixie"
+runs one target only. The harness' stage times and resolved kernels are printed in
+pytest's summary.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -21,11 +27,27 @@ pytestmark = pytest.mark.kernel
 ROOT = Path(__file__).resolve().parents[2]
 HARNESS = ROOT / "kmod" / "harness" / "run.sh"
 SCENARIOS = sorted(p.stem for p in (ROOT / "kmod" / "harness" / "scenarios").glob("*.sh"))
-TOOLS = ("qemu-system-x86_64", "debootstrap", "cpio", "patch", "make", "gcc", "depmod",
-         "apt-get", "dpkg")
+ALL_TARGETS = ("trixie", "bookworm")
+TOOLS = ("qemu-system-x86_64", "debootstrap", "cpio", "patch", "depmod", "apt-get", "dpkg",
+         "unshare", "xz")
 TIMEOUT_S = 3600
 
 Results = dict[str, tuple[str, str]]
+LOG_KEY = pytest.StashKey[list[str]]()
+
+
+def ci_scenarios(target: str) -> list[str]:
+    """The target's CI_SCENARIOS from kmod/targets/TARGET.conf ("all": every one)."""
+    text = (ROOT / "kmod" / "targets" / f"{target}.conf").read_text()
+    m = re.search(r'^CI_SCENARIOS="?([^"\n]*)"?$', text, re.M)
+    assert m, f"kmod/targets/{target}.conf has no CI_SCENARIOS"
+    names = m.group(1).split()
+    return SCENARIOS if names == ["all"] else names
+
+
+def targets() -> list[str]:
+    chosen = os.environ.get("WGHYBRID_KMOD_TARGETS", " ".join(ALL_TARGETS)).split()
+    return [t for t in ALL_TARGETS if t in chosen]
 
 
 def _unmet() -> str | None:
@@ -35,18 +57,19 @@ def _unmet() -> str | None:
     if missing:
         return "kernel tests need " + ", ".join(missing) + " (see kmod/README.md)"
     if os.geteuid() != 0:
-        return "kernel tests need root (apt-get download, debootstrap, 9p passthrough)"
+        return "kernel tests need root (apt-get download, debootstrap, chroot, 9p passthrough)"
     return None
 
 
 def parse(stdout: str) -> Results:
-    """`PASS name` / `FAIL name` lines, each FAIL followed by its indented excerpt."""
+    """`PASS name (N s)` / `FAIL name (N s)` lines, each FAIL followed by its indented
+    excerpt."""
     results: Results = {}
     current = None
     for line in stdout.splitlines():
-        word, _, name = line.partition(" ")
-        if word in ("PASS", "FAIL") and name and not line.startswith(" "):
-            current = name.strip()
+        word, _, rest = line.partition(" ")
+        if word in ("PASS", "FAIL") and rest.strip() and not line.startswith(" "):
+            current = rest.split()[0]
             results[current] = (word, "")
         elif current and line.startswith("    "):
             status, excerpt = results[current]
@@ -55,32 +78,57 @@ def parse(stdout: str) -> Results:
 
 
 @pytest.fixture(scope="session")
-def harness() -> Results:
+def harness(request: pytest.FixtureRequest) -> Callable[[str], Results]:
+    """Runs the harness for a target once (the first test of that target asks) and
+    keeps its results for the others."""
     why = _unmet()
     if why is not None:
         if os.environ.get("WGHYBRID_KERNEL_TESTS") == "1":
             pytest.fail(f"WGHYBRID_KERNEL_TESTS=1 but {why}")
         pytest.skip(why)
-    proc = subprocess.run(
-        [str(HARNESS), *SCENARIOS],
-        capture_output=True, text=True, timeout=TIMEOUT_S, check=False,
-        stdin=subprocess.DEVNULL,
-    )
-    results = parse(proc.stdout)
-    if not results:
-        pytest.fail(
-            f"kmod/harness/run.sh exited {proc.returncode} without results (build or boot "
-            f"failed):\n{proc.stderr[-3000:]}"
+    done: dict[str, Results] = {}
+    log = request.config.stash.setdefault(LOG_KEY, [])
+
+    def run(target: str) -> Results:
+        if target in done:
+            return done[target]
+        proc = subprocess.run(
+            [str(HARNESS), *ci_scenarios(target)],
+            capture_output=True, text=True, timeout=TIMEOUT_S, check=False,
+            stdin=subprocess.DEVNULL, env={**os.environ, "WGHYBRID_KMOD_TARGET": target},
         )
-    return results
+        log.extend(f"{target}: {line}" for line in proc.stderr.splitlines()
+                   if line.startswith(("[kmod/harness]", "[kmod/fetch.sh]")))
+        log.extend(f"{target}: {line}" for line in proc.stdout.splitlines()
+                   if line.startswith(("PASS ", "FAIL ")) or line.endswith(" failed"))
+        done[target] = parse(proc.stdout)
+        if not done[target]:
+            pytest.fail(
+                f"{target}: kmod/harness/run.sh exited {proc.returncode} without results "
+                f"(build or boot failed):\n{proc.stderr[-3000:]}"
+            )
+        return done[target]
+
+    return run
 
 
-@pytest.mark.parametrize("scenario", SCENARIOS)
-def test_scenario(harness: Results, scenario: str) -> None:
-    status, excerpt = harness.get(scenario, ("MISSING", "the harness printed no line for it"))
-    assert status == "PASS", f"{scenario}: {status}\n{excerpt}"
+@pytest.mark.parametrize(
+    ("target", "scenario"),
+    [(t, s) for t in targets() for s in ci_scenarios(t)],
+    ids=lambda v: str(v),
+)
+def test_scenario(harness: Callable[[str], Results], target: str, scenario: str) -> None:
+    status, excerpt = harness(target).get(scenario, ("MISSING", "the harness printed no line for it"))
+    assert status == "PASS", f"{target}: {scenario}: {status}\n{excerpt}"
 
 
 def test_parse_reads_pass_fail_and_excerpts() -> None:
-    out = "PASS a\nFAIL b\n    line 1\n    line 2\nPASS c\nSKIP netns part\n3 passed, 1 failed\n"
+    out = ("PASS a (3 s)\nFAIL b (12 s)\n    line 1\n    line 2\nPASS c\nSKIP netns part\n"
+           "3 passed, 1 failed\n")
     assert parse(out) == {"a": ("PASS", ""), "b": ("FAIL", "line 1\nline 2\n"), "c": ("PASS", "")}
+
+
+def test_every_ci_scenario_exists() -> None:
+    for t in ALL_TARGETS:
+        for s in ci_scenarios(t):
+            assert s in SCENARIOS, f"kmod/targets/{t}.conf names no scenario '{s}'"

@@ -17,10 +17,11 @@ mount -t tmpfs -o mode=0755 tmpfs /upper
 mkdir -p /upper/u /upper/w
 mount -t overlay overlay -o lowerdir=/lower,upperdir=/upper/u,workdir=/upper/w /newroot ||
 	{ echo "stage1: no overlay root"; poweroff -f; }
-mkdir -p /newroot/mnt/kmod /newroot/mnt/results /newroot/mnt/debs
+mkdir -p /newroot/mnt/kmod /newroot/mnt/results /newroot/mnt/src
 mount -t 9p -o "$o,ro" kmod /newroot/mnt/kmod
 mount -t 9p -o "$o" results /newroot/mnt/results
-mount -t 9p -o "$o,ro" debs /newroot/mnt/debs || echo "stage1: no debs share"
+# The pristine WireGuard source of the booted kernel (its linux-source package).
+mount -t 9p -o "$o,ro" src /newroot/mnt/src || echo "stage1: no src share"
 # This run's modules and files (kmod/harness/run.sh), copied over the tree's own
 # (the headers' build symlink stays): /lib/modules is writable, as DKMS needs.
 mkdir -p /run-share /newroot/lib/modules /newroot/opt/wghybrid
