@@ -75,6 +75,16 @@ def test_more_offered_load_never_reduces_total_throughput_of_inline(cfg: tuple,
     assert hi.total_gbps >= lo.total_gbps - 1e-9
 
 
+def test_core_busy_never_goes_below_zero() -> None:
+    # Found by test_conservation_and_bounds: core 1 carries only vanilla tunnels of devices
+    # 0 and 1, both scaled to 0 (their pool, core 0, is full of an inline tunnel), and
+    # `used - own[d]` left -5.6e-17 there.
+    ev = MODEL.evaluate(np.array([1.5, 2.0, 6.0, 1.0]), np.array([0, 0, 1, 0], np.uint8),
+                        np.array([1, 2, 0, 1], np.int32), [frozenset({0})] * 3,
+                        [False, False, False], np.array([1, 2, 0, 0], np.int32))
+    assert ev.core_busy.min() >= 0.0
+
+
 def test_default_placement_is_round_robin() -> None:
     ev = MODEL.evaluate(np.ones(10), np.ones(10, np.uint8), np.full(10, -1, np.int32),
                         frozenset({0}), True)

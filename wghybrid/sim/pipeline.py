@@ -260,7 +260,9 @@ class GatewayModel:
                 room = np.maximum(1.0 - used, 0.0)
                 used = used + room * min(1.0, p.napi_cost * r_v[d]
                                          / max(float(room.sum()), 1e-300))
-        busy = np.minimum(used, 1.0)
+        # Clipped below too: `rest = used - own[d]` cancels in floating point, so a core
+        # whose only use was a device scaled to s = 0 can come out at -5.6e-17.
+        busy = np.clip(used, 0.0, 1.0)
 
         v_unit = scale * (p.rx_cost + p.napi_cost + p.crypt_cost + p.crypt_contention * r_v)
         if dev is None:
