@@ -7,7 +7,8 @@ it), then one test per named scenario of the target's CI_SCENARIOS. With
 WGHYBRID_KERNEL_TESTS=1 (CI) a missing tool, a failed build or a failed boot is a
 failure; without it, a machine without qemu (or not root) skips them with the reason,
 and WGHYBRID_KERNEL_TESTS=0 skips them on purpose. WGHYBRID_KMOD_TARGETS="trixie"
-runs one target only. The harness' stage times and resolved kernels are printed in
+runs one target only; WGHYBRID_KMOD_SCENARIOS="a b" boots only those scenarios (a
+quick look, never CI). The harness' stage times and resolved kernels are printed in
 pytest's summary.
 """
 
@@ -42,6 +43,9 @@ def ci_scenarios(target: str) -> list[str]:
     m = re.search(r'^CI_SCENARIOS="?([^"\n]*)"?$', text, re.M)
     assert m, f"kmod/targets/{target}.conf has no CI_SCENARIOS"
     names = m.group(1).split()
+    chosen = os.environ.get("WGHYBRID_KMOD_SCENARIOS", "").split()
+    if chosen:
+        names = [n for n in chosen if names == ["all"] or n in names]
     return SCENARIOS if names == ["all"] else names
 
 

@@ -34,7 +34,8 @@ t0=$SECONDS
 bash "$repo/kmod/dkms-install.sh" --source-dir /mnt/src 2>&1 | tee /tmp/dkms-install.log
 echo "dkms-install.sh took $((SECONDS - t0)) s"
 dkms status | tee /tmp/dkms-status
-grep -E "^wireguard-wghybrid/[^,]+, $rel, x86_64: installed" /tmp/dkms-status || die "DKMS does not list the module as installed for $rel"
+grep "^wireguard-wghybrid/" /tmp/dkms-status | grep -qF ", $rel, x86_64: installed" ||
+	die "DKMS does not list the module as installed for $rel"
 path=$(modinfo -n wireguard)
 [[ $path == "$mods/updates/dkms/wireguard.ko"* ]] || die "modprobe would load $path, not DKMS's module"
 modinfo -F vermagic wireguard | grep -q "^$rel " || die "vermagic is not $rel"

