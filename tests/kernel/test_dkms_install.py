@@ -53,7 +53,7 @@ def test_an_rt_kernel_is_refused() -> None:
 def test_bad_arguments_are_named(args: tuple[str, ...]) -> None:
     r = install("--kernel", "6.12.118+deb13-amd64", *args, "--check")
     assert r.returncode == 2
-    assert r.stderr.startswith("dkms-install: ") and "\n" == r.stderr[-1]
+    assert r.stderr.startswith("dkms-install: ") and r.stderr[-1] == "\n"
     assert args[-1] in r.stderr or args[0] in r.stderr
 
 
@@ -94,8 +94,9 @@ def trixie_kernel() -> dict[str, str]:
             pytest.fail(f"WGHYBRID_KERNEL_TESTS=1 but {why}")
         pytest.skip(why)
     top = subprocess.run([str(ROOT / "kmod" / "fetch.sh")], capture_output=True, text=True,
-                         check=True, timeout=1800, env={**os.environ, "WGHYBRID_KMOD_TARGET": "trixie"},
-                         stdin=subprocess.DEVNULL).stdout.splitlines()[-1]
+                         check=True, timeout=1800, stdin=subprocess.DEVNULL,
+                         env={**os.environ, "WGHYBRID_KMOD_TARGET": "trixie"},
+                         ).stdout.splitlines()[-1]
     env = dict(line.split("=", 1) for line in (Path(top) / "target.env").read_text().splitlines())
     deb = next(Path(env["DEBS"]).glob("linux-source-*.deb"))
     return {"V": env["V"], "REL": env["REL"], "DEB": str(deb)}
@@ -103,7 +104,8 @@ def trixie_kernel() -> dict[str, str]:
 
 def test_the_series_applies_to_the_real_source_deb(trixie_kernel: dict[str, str]) -> None:
     k = trixie_kernel
-    r = install("--kernel", k["REL"], "--kernel-version", k["V"], "--source-deb", k["DEB"], "--check")
+    r = install("--kernel", k["REL"], "--kernel-version", k["V"], "--source-deb", k["DEB"],
+                "--check")
     assert r.returncode == 0, r.stderr
     assert f"applies to the WireGuard of {k['REL']} ({k['V']})" in r.stdout
 

@@ -122,7 +122,8 @@ def harness(request: pytest.FixtureRequest) -> Callable[[str], Results]:
     ids=lambda v: str(v),
 )
 def test_scenario(harness: Callable[[str], Results], target: str, scenario: str) -> None:
-    status, excerpt = harness(target).get(scenario, ("MISSING", "the harness printed no line for it"))
+    missing = ("MISSING", "the harness printed no line for it")
+    status, excerpt = harness(target).get(scenario, missing)
     assert status == "PASS", f"{target}: {scenario}: {status}\n{excerpt}"
 
 
