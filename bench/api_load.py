@@ -1,4 +1,4 @@
-"""API load benchmark: >= 500 requests/s over the unix socket while the loop ticks.
+"""API load benchmark: 1,000 requests/s over the unix socket while the loop ticks.
 
 Starts `wghybrid run --backend sim` (scenario "mixed" by default: 206 tunnels) with a
 policy ticking every --interval seconds, then:
@@ -16,7 +16,7 @@ computes the tick-interval jitter: |interval - nominal| / nominal.
 A request fails when it raises (connection error, timeout) or answers with a status other
 than the one expected for it. Prints a table; writes bench/results/api_load.json.
 
-    .venv/bin/python bench/api_load.py [--duration 30] [--rate 600] [--interval 0.25]
+    .venv/bin/python bench/api_load.py [--duration 30] [--rate 1000] [--interval 0.25]
 """
 
 from __future__ import annotations
@@ -240,7 +240,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--duration", type=float, default=30.0)
     ap.add_argument("--idle", type=float, default=10.0)
-    ap.add_argument("--rate", type=float, default=600.0, help="target requests/s in all")
+    ap.add_argument("--rate", type=float, default=1000.0, help="target requests/s in all")
     ap.add_argument("--concurrency", type=int, default=16)
     ap.add_argument("--interval", type=float, default=0.25, help="the policy's tick interval")
     ap.add_argument("--scenario", default="mixed")

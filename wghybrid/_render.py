@@ -138,8 +138,12 @@ def format_expiry(expires: float | None, now: float) -> str:
 
 
 def printable(text: str) -> str:
-    """`text` without control characters (a name must not move the cursor or clear a line)."""
-    return "".join("?" if unicodedata.category(c)[0] == "C" else c for c in text)
+    """`text` without control, format or line/paragraph separator characters (a name must
+    not move the cursor, clear a line, reverse the text or start a new line)."""
+    return "".join(
+        "?" if (cat := unicodedata.category(c))[0] == "C" or cat in ("Zl", "Zp") else c
+        for c in text
+    )
 
 
 def ellipsize(text: str, width: int) -> str:
@@ -219,6 +223,16 @@ def render_status(
     if not ifaces and interface is None:
         out.append("")
         out.append("no WireGuard interfaces")
+    absent = [
+        ov for ov in status.get("absent_overrides") or []
+        if interface in (None, ov.get("interface"))
+    ]
+    if absent:
+        out.append("")
+        out.append(paint("yellow bold", "overrides waiting for a peer that is not present:"))
+        for ov in absent:
+            label = f"{printable(str(ov.get('interface')))}/{peer_label(ov)}"
+            out.append(paint("yellow", f"  {label}: {_describe_override(ov, now)}"))
     return "\n".join(out) + "\n"
 
 

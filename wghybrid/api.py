@@ -6,18 +6,24 @@ validated before anything is touched; a bad one gets a 4xx with
 `{"error": "<what is wrong>", "field": "<name>" | null}`. An unexpected exception becomes
 a logged 500 with the same shape; it never reaches the event loop.
 
-Over a unix socket, access is the socket's file mode (0660). Over TCP every request must
-carry `Authorization: Bearer <token>`.
+Access has two roles: read (every GET: status, peers, overrides, policy, health, metrics)
+and admin (what changes things: setting and clearing overrides, reloading the policy). On
+the unix socket, whoever the socket's mode (0660) lets connect may read; the admin role
+goes by the client's credentials (SO_PEERCRED): root, the daemon's own user, or a member
+of an admin group. Over TCP every request must carry `Authorization: Bearer <token>`, the
+admin token or the read-only one.
 """
 
 from __future__ import annotations
 
 import asyncio
+import enum
 import hmac
 import json
 import logging
 import math
 import socket
+import struct
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from importlib import resources
@@ -32,6 +38,7 @@ from wghybrid.model import (
     Mode,
     Override,
     PeerStatus,
+    control_character,
     decode_key,
     encode_key,
     format_cores,
@@ -45,10 +52,14 @@ if TYPE_CHECKING:
 log = logging.getLogger("wghybrid.api")
 
 MAX_BODY = 64 * 1024
+BODY_TIMEOUT = 10.0
+"""Seconds a client has to send a request's body once its head has arrived (408 after)."""
 MAX_REASON = 1024
 MAX_EXPIRY = 10 * 365 * 24 * 3600.0
 """Ten years: a longer expiry is a mistake; omit it to pin until cleared."""
 MAX_CORE = 1 << 20
+MAX_NUMBER = 1 << 62
+"""Integers beyond this are refused before float() (a 401-digit one overflows it)."""
 OVERRIDE_FIELDS = frozenset(
     {"interface", "public_key", "mode", "core", "expires_in", "expires", "reason"}
 )
@@ -56,10 +67,29 @@ OVERRIDE_FIELDS = frozenset(
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
+class Role(enum.Enum):
+    READ = "read"
+    ADMIN = "admin"
+
+
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
+@dataclass(frozen=True, slots=True)
+class Access:
+    """Who gets which role. TCP requests need a token; a unix-socket client always reads,
+    and is admin when its uid or one of its groups (SO_PEERCRED, SO_PEERGROUPS) is here."""
+
+    admin_token: str | None = None
+    read_token: str | None = None
+    admin_uids: frozenset[int] = frozenset({0})
+    admin_gids: frozenset[int] = frozenset()
+
+
 @dataclass(frozen=True, slots=True)
 class ApiConfig:
-    token: str | None
-    """Bearer token TCP requests must present; None when the API is only on a unix socket."""
+    access: Access | None
+    """None: no access checks at all (an in-process test server)."""
     openapi: bytes
 
 
@@ -71,9 +101,11 @@ class BodyCache:
     key: object = None
     bodies: dict[str, bytes] = field(default_factory=dict)
     metrics: bytes = b""
-    metrics_serial: int = -1
-    metrics_pending: tuple[int, asyncio.Future[bytes]] | None = None
+    metrics_serial: object = None
+    metrics_pending: tuple[object, asyncio.Future[bytes]] | None = None
     fragments: Fragments | None = None
+    health_key: object = None
+    health: bytes = b""
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,6 +157,9 @@ def _peer_tail(base: str, override: Override | None) -> str:
 DAEMON: web.AppKey[Daemon] = web.AppKey("daemon")
 CONFIG = web.AppKey("config", ApiConfig)
 CACHE = web.AppKey("cache", BodyCache)
+BUSY: web.AppKey[set[object]] = web.AppKey("busy")
+"""The connections (aiohttp protocol objects) with a request in a handler right now: the
+connection guard (wghybrid/_conns.py) never evicts those."""
 
 
 class ApiError(Exception):
@@ -147,15 +182,65 @@ def openapi_document() -> bytes:
     return resources.files("wghybrid").joinpath("openapi.json").read_bytes()
 
 
-def token_matches(expected: str, header: str | None) -> bool:
-    """Constant-time check of an `Authorization: Bearer <token>` header."""
+def _offered_token(header: str | None) -> bytes | None:
     if not header:
-        return False
+        return None
     scheme, _, value = header.partition(" ")
     if scheme.lower() != "bearer":
-        return False
-    offered = value.strip().encode("utf-8", "backslashreplace")  # any bytes a client sent
-    return hmac.compare_digest(offered, expected.encode())
+        return None
+    return value.strip().encode("utf-8", "backslashreplace")  # any bytes a client sent
+
+
+def token_matches(expected: str, header: str | None) -> bool:
+    """Constant-time check of an `Authorization: Bearer <token>` header."""
+    offered = _offered_token(header)
+    return offered is not None and hmac.compare_digest(offered, expected.encode())
+
+
+def token_role(access: Access, header: str | None) -> Role | None:
+    """The role a TCP request's bearer token gives, or None (401). Both tokens are
+    compared, in constant time, whichever matches."""
+    offered = _offered_token(header)
+    if offered is None:
+        return None
+    admin = access.admin_token is not None and hmac.compare_digest(
+        offered, access.admin_token.encode()
+    )
+    read = access.read_token is not None and hmac.compare_digest(
+        offered, access.read_token.encode()
+    )
+    return Role.ADMIN if admin else Role.READ if read else None
+
+
+SO_PEERGROUPS = getattr(socket, "SO_PEERGROUPS", 59)
+"""Linux >= 4.13: the supplementary groups of the process that connected."""
+_CRED = struct.Struct("3i")
+
+
+def unix_role(request: web.BaseRequest, access: Access) -> Role:
+    """Admin when the connecting process's uid, gid or a supplementary group is one of
+    `access`'s; read otherwise (the socket's mode already decided who may connect)."""
+    transport = request.transport
+    sock = transport.get_extra_info("socket") if transport is not None else None
+    if sock is None:
+        return Role.READ
+    try:
+        _pid, uid, gid = _CRED.unpack(
+            sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _CRED.size)
+        )
+    except OSError:
+        return Role.READ
+    if uid in access.admin_uids or gid in access.admin_gids:
+        return Role.ADMIN
+    if access.admin_gids:
+        try:
+            raw = sock.getsockopt(socket.SOL_SOCKET, SO_PEERGROUPS, 1024)
+        except OSError:  # ERANGE: more than 256 groups; ENOPROTOOPT: an old kernel
+            return Role.READ
+        groups = struct.unpack(f"{len(raw) // 4}I", raw[: len(raw) // 4 * 4])
+        if access.admin_gids.intersection(groups):
+            return Role.ADMIN
+    return Role.READ
 
 
 def is_unix_request(request: web.BaseRequest) -> bool:
@@ -165,15 +250,36 @@ def is_unix_request(request: web.BaseRequest) -> bool:
 
 
 # ---------------------------------------------------------------------------------------
-# Middlewares: errors (outermost), then authentication
+# Middlewares: errors (outermost), limits, then access
+
+
+class ClientGone(Exception):
+    """The client hung up (or reset) before its request was read: not our error."""
+
+
+clients_log = logging.getLogger("wghybrid.clients")
+"""Misbehaving clients (hang-ups, malformed HTTP, the connection cap); rate-limited by the
+daemon's logging set-up, one line each, never a traceback."""
 
 
 @web.middleware
 async def errors_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    busy = request.app[BUSY]
+    busy.add(request.protocol)
     try:
         return await handler(request)
     except ApiError as exc:
-        return error_response(exc.status, exc.message, exc.field)
+        response = error_response(exc.status, exc.message, exc.field)
+        if exc.status in (408, 413):
+            response.force_close()  # the rest of the body is not worth waiting for
+        return response
+    except (ClientGone, ConnectionError) as exc:
+        clients_log.info(
+            "client hung up during %s %s: %s", request.method, request.rel_url.path, exc or "EOF"
+        )
+        response = error_response(400, "the client hung up")
+        response.force_close()
+        return response
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
@@ -181,24 +287,56 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
             k: v for k, v in exc.headers.items() if k.lower() in ("allow", "www-authenticate")
         }
         message = exc.text if exc.text and not exc.text.startswith(f"{exc.status}:") else exc.reason
-        return error_response(exc.status, message or exc.reason, None, headers)
+        response = error_response(exc.status, message or exc.reason, None, headers)
+        if exc.status == 413:
+            response.force_close()
+        return response
     except Exception:
         request.app[DAEMON].metrics.internal_errors.inc()
         request.app[DAEMON].serial += 1
         log.exception("internal error answering %s %s", request.method, request.rel_url)
         return error_response(500, "internal error (logged by the daemon)")
+    finally:
+        busy.discard(request.protocol)
 
 
-def _auth_middleware(token: str) -> Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]:
+@web.middleware
+async def limits_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """A body announced larger than MAX_BODY is refused from its Content-Length, before a
+    byte of it is read (client_max_size alone would wait for the body to arrive)."""
+    length = request.content_length
+    if length is not None and length > MAX_BODY:
+        raise ApiError(413, f"the body ({length} bytes) is larger than {MAX_BODY} bytes")
+    return await handler(request)
+
+
+def _access_middleware(
+    access: Access,
+) -> Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]:
     @web.middleware
-    async def auth(request: web.Request, handler: Handler) -> web.StreamResponse:
-        if not is_unix_request(request) and not token_matches(
-            token, request.headers.get("Authorization")
+    async def check(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if is_unix_request(request):
+            if request.method in SAFE_METHODS:
+                return await handler(request)  # anyone who may connect may read
+            role = unix_role(request, access)
+        else:
+            found = token_role(access, request.headers.get("Authorization"))
+            if found is None:
+                raise ApiError(401, "a bearer token is required (Authorization: Bearer <token>)")
+            role = found
+        if (
+            role is not Role.ADMIN
+            and request.method not in SAFE_METHODS
+            and request.match_info.http_exception is None  # 404 and 405 stay what they are
         ):
-            raise ApiError(401, "a bearer token is required (Authorization: Bearer <token>)")
+            raise ApiError(
+                403,
+                "this credential is read-only: setting or clearing overrides and reloading "
+                "the policy need the admin role (docs/api.md, Access)",
+            )
         return await handler(request)
 
-    return auth
+    return check
 
 
 # ---------------------------------------------------------------------------------------
@@ -260,15 +398,44 @@ def _live(daemon: Daemon) -> dict[tuple[str, bytes], Override]:
     return {(o.interface, o.public_key): o for o in daemon.live_overrides()}
 
 
+def override_json(o: Override, present: bool, name: str) -> dict[str, Any]:
+    """An override as GET /v1/overrides and status's absent_overrides show it: the state
+    file's fields, the peer's friendly name, and whether the peer is there at all."""
+    return {**override_to_dict(o), "name": name, "present": present}
+
+
+def _override_listing(d: Daemon, overrides: list[Override]) -> list[dict[str, Any]]:
+    present = d.present_peers()
+    names = d.peer_names()
+    return [
+        override_json(
+            o, (o.interface, o.public_key) in present, names.get((o.interface, o.public_key), "")
+        )
+        for o in overrides
+    ]
+
+
+def _shown(text: str) -> str:
+    """`text` quoted for an error message, cut short."""
+    return repr(text if len(text) <= 64 else text[:61] + "...")
+
+
 # ---------------------------------------------------------------------------------------
 # Handlers
 
 
 async def get_health(request: web.Request) -> web.Response:
+    # The most frequent request (probes, the benchmark's poll): its bytes are kept until
+    # a tick or the passing of time changes them.
     h = request.app[DAEMON].health()
-    return web.json_response(
-        {"status": h.status, "ticks": h.ticks, "last_tick": h.last_tick, "last_error": h.last_error}
-    )
+    cache = request.app[CACHE]
+    if cache.health_key != h:
+        cache.health_key = h
+        cache.health = _encode(
+            {"status": h.status, "ticks": h.ticks, "last_tick": h.last_tick,
+             "last_error": h.last_error}
+        ).encode()
+    return web.Response(body=cache.health, content_type="application/json")
 
 
 Build = Callable[[Fragments, dict[tuple[str, bytes], Override]], str]
@@ -296,12 +463,15 @@ async def get_status(request: web.Request) -> web.Response:
 
     def build(fragments: Fragments, live: dict[tuple[str, bytes], Override]) -> str:
         pol = d.policy
+        present = d.present_peers()
+        absent = [o for key, o in live.items() if key not in present]
         head = _encode(
             {
                 "version": d.version,
                 "backend": d.backend,
                 "dry_run": d.dry_run,
                 "policy": {"name": pol.name, "source": pol.source, "error": d.policy_error},
+                "absent_overrides": _override_listing(d, absent),
             }
         )
         return f'{head[:-1]}, "interfaces": [{fragments.interfaces_json(live)}]}}'
@@ -324,7 +494,7 @@ def _find_interface(snapshot: tuple[InterfaceStatus, ...], name: str) -> Interfa
     for i in snapshot:
         if i.name == name:
             return i
-    raise ApiError(404, f"unknown interface {name!r}", "interface")
+    raise ApiError(404, f"unknown interface {_shown(name)}", "interface")
 
 
 async def get_peers(request: web.Request) -> web.Response:
@@ -341,7 +511,11 @@ async def get_peers(request: web.Request) -> web.Response:
 
 async def get_overrides(request: web.Request) -> web.Response:
     d = request.app[DAEMON]
-    return web.json_response({"overrides": [override_to_dict(o) for o in d.live_overrides()]})
+
+    def build(fragments: Fragments, live: dict[tuple[str, bytes], Override]) -> str:
+        return _encode({"overrides": _override_listing(d, list(live.values()))})
+
+    return _cached(request, "overrides", build)
 
 
 def _reject_constant(name: str) -> float:
@@ -351,7 +525,23 @@ def _reject_constant(name: str) -> float:
 async def _json_body(request: web.Request) -> dict[str, Any]:
     if request.content_type != "application/json":
         raise ApiError(415, f"content type must be application/json, not {request.content_type!r}")
-    raw = await request.read()  # client_max_size turns an oversized body into a 413
+    try:
+        # client_max_size turns an oversized body into a 413 (limits_middleware refused an
+        # oversized Content-Length already); a body that trickles in gets BODY_TIMEOUT.
+        async with asyncio.timeout(BODY_TIMEOUT):
+            raw = await request.read()
+    except TimeoutError:
+        raise ApiError(408, f"the body did not arrive within {BODY_TIMEOUT:g} s") from None
+    except web.HTTPException:
+        raise
+    except (ConnectionError, asyncio.IncompleteReadError) as exc:
+        raise ClientGone(str(exc)) from None
+    except Exception as exc:
+        # aiohttp's payload errors (a hang-up mid-body, a broken chunked encoding) derive
+        # from its ClientError hierarchy or are plain ValueErrors of the parser.
+        if type(exc).__module__.startswith("aiohttp"):
+            raise ClientGone(str(exc)) from None
+        raise
     try:
         body = json.loads(raw.decode("utf-8"), parse_constant=_reject_constant)
     except UnicodeDecodeError:
@@ -369,6 +559,8 @@ def _number(body: dict[str, Any], name: str) -> float | None:
         return None
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise ApiError(400, f"{name} must be a number of seconds", name)
+    if isinstance(value, int) and abs(value) > MAX_NUMBER:
+        raise ApiError(400, f"{name} is out of range", name)  # float() of it would overflow
     out = float(value)
     if not math.isfinite(out):
         raise ApiError(400, f"{name} must be finite", name)
@@ -408,18 +600,21 @@ def parse_override(
         reason = ""
     if not isinstance(reason, str) or len(reason) > MAX_REASON:
         raise ApiError(400, f"reason must be a string of at most {MAX_REASON} characters", "reason")
-    if any(c < " " or c == "\x7f" for c in reason):
-        raise ApiError(400, "reason must not contain control characters", "reason")
+    bad = control_character(reason)
+    if bad is not None:
+        raise ApiError(
+            400, f"reason must not contain control or format characters (found {bad})", "reason"
+        )
     expires_in = _number(body, "expires_in")
     expires = _number(body, "expires")
-    if "expires_in" in body and "expires" in body:
+    if expires_in is not None and expires is not None:  # null counts as absent
         raise ApiError(400, "give expires_in or expires, not both", "expires")
     if expires_in is not None and not 0 < expires_in <= MAX_EXPIRY:
         raise ApiError(400, f"expires_in must be > 0 and at most {MAX_EXPIRY:g} s", "expires_in")
     # Well-formed: now the peer must exist (404) before the values are weighed (422).
     found = _find_interface(snapshot, iface)
     if not any(p.public_key == key for p in found.peers):
-        raise ApiError(404, f"unknown peer {key_text} on {iface}", "public_key")
+        raise ApiError(404, f"unknown peer {key_text} on {_shown(iface)}", "public_key")
     if mode is None and core is None:
         raise ApiError(422, "an override needs a mode, a core, or both", "mode")
     if expires_in is not None:
@@ -462,13 +657,18 @@ async def delete_override(request: web.Request) -> web.Response:
     except OSError as exc:
         raise ApiError(503, f"cannot save the state: {exc}") from None
     if cleared is None:
-        raise ApiError(404, f"no override for {key_text} on {iface}", "public_key")
+        raise ApiError(404, f"no override for {key_text} on {_shown(iface)}", "public_key")
     return web.json_response({"cleared": override_to_dict(cleared)})
 
 
 async def get_policy(request: web.Request) -> web.Response:
     d = request.app[DAEMON]
-    return web.json_response({"policy": policy_to_dict(d.policy), "error": d.policy_error})
+
+    def build(fragments: Fragments, live: dict[tuple[str, bytes], Override]) -> str:
+        # policy_to_dict encodes every name's key: once per tick, not once per request
+        return _encode({"policy": policy_to_dict(d.policy), "error": d.policy_error})
+
+    return _cached(request, "policy", build)
 
 
 async def post_policy_reload(request: web.Request) -> web.Response:
@@ -487,13 +687,14 @@ async def get_openapi(request: web.Request) -> web.Response:
 async def get_metrics(request: web.Request) -> web.Response:
     d = request.app[DAEMON]
     cache = request.app[CACHE]
-    serial = d.serial
-    # Metrics come from the tick's snapshot and counters only (overrides do not change
-    # them): render once per tick, in a worker thread so that a large gateway's exposition
+    serial = (d.serial, d.overrides_serial)
+    # Metrics come from the tick's snapshot, its counters and the overrides: render once
+    # per tick or override change, in a worker thread so that a large gateway's exposition
     # never holds the event loop, and let concurrent scrapes share that one rendering.
     if cache.metrics_serial != serial:
         pending = cache.metrics_pending
         if pending is None or pending[0] != serial:
+            d.metrics.overrides = tuple(d.override_presence())
             pending = (serial, asyncio.ensure_future(asyncio.to_thread(d.metrics.render)))
             cache.metrics_pending = pending
         body = await asyncio.shield(pending[1])
@@ -504,15 +705,23 @@ async def get_metrics(request: web.Request) -> web.Response:
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
-def build_app(daemon: Daemon, *, token: str | None = None) -> web.Application:
-    """The API application; the caller adds the tick loop to its cleanup_ctx."""
-    middlewares: list[Any] = [errors_middleware]
-    if token is not None:
-        middlewares.append(_auth_middleware(token))
+def build_app(
+    daemon: Daemon, *, access: Access | None = None, token: str | None = None
+) -> web.Application:
+    """The API application; the caller adds the tick loop to its cleanup_ctx.
+
+    `access` None (and no `token`): no access checks, for in-process test servers; the
+    daemon always passes one. `token` alone is an admin token (the older signature)."""
+    if access is None and token is not None:
+        access = Access(admin_token=token)
+    middlewares: list[Any] = [errors_middleware, limits_middleware]
+    if access is not None:
+        middlewares.append(_access_middleware(access))
     app = web.Application(client_max_size=MAX_BODY, middlewares=middlewares)
     app[DAEMON] = daemon
-    app[CONFIG] = ApiConfig(token, openapi_document())
+    app[CONFIG] = ApiConfig(access, openapi_document())
     app[CACHE] = BodyCache()
+    app[BUSY] = set()
     app.router.add_get("/v1/health", get_health)
     app.router.add_get("/v1/status", get_status)
     app.router.add_get("/v1/peers", get_peers)

@@ -224,9 +224,35 @@ async def cmd_override_set(ctx: Context, api: Client) -> int:
     return 0
 
 
+async def resolve_override(api: Client, interface: str, text: str) -> tuple[str, str]:
+    """Like resolve_peer, but an override's peer may be absent from the data plane: then
+    its key, name or key prefix is looked up among the overrides."""
+    try:
+        return await resolve_peer(api, interface, text)
+    except ClientError as not_a_peer:
+        overrides = [
+            o for o in (await api.get("/v1/overrides"))["overrides"]
+            if o.get("interface") == interface
+        ]
+        for match in (
+            lambda o: o.get("name") == text,
+            lambda o: str(o.get("name") or "").casefold() == text.casefold(),
+            lambda o: len(text) >= 4 and str(o["public_key"]).startswith(text),
+        ):
+            found = [o for o in overrides if match(o)]
+            if len(found) == 1:
+                return str(found[0]["public_key"]), _render.peer_label(found[0])
+            if len(found) > 1:
+                labels = ", ".join(str(o["public_key"])[:8] for o in found)
+                raise ClientError(
+                    f"{text!r} matches several overrides on {interface}: {labels}"
+                ) from None
+        raise not_a_peer from None
+
+
 async def cmd_override_clear(ctx: Context, api: Client) -> int:
     args = ctx.args
-    key, label = await resolve_peer(api, args.interface, args.peer)
+    key, label = await resolve_override(api, args.interface, args.peer)
     cleared = (await api.delete("/v1/overrides", {"interface": args.interface, "public_key": key}))
     if args.json:
         ctx.json(cleared)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import ssl
+import urllib.parse
 from collections.abc import Mapping
 from pathlib import Path
 from types import TracebackType
@@ -21,6 +22,8 @@ import aiohttp
 
 DEFAULT_SOCKET = "/run/wghybrid/wghybrid.sock"
 DEFAULT_TIMEOUT = 10.0
+MAX_SMALL_FILE = 1 << 20
+"""A token file or CA certificate larger than this is refused."""
 
 
 class ClientError(Exception):
@@ -48,15 +51,54 @@ class ApiError(ClientError):
         self.field = field
 
 
+def _read_small(path: str | Path, what: str) -> str:
+    from wghybrid._files import read_regular  # (the CLI imports lazily: start-up time)
+
+    try:
+        return read_regular(path, MAX_SMALL_FILE).decode("utf-8")
+    except OSError as exc:
+        raise ClientError(f"cannot read {what} {path}: {exc}") from None
+    except UnicodeDecodeError:
+        raise ClientError(f"{what} {path} is not UTF-8 text") from None
+
+
 def read_token(path: str | Path) -> str:
     """The bearer token in `path` (surrounding whitespace stripped); raises ClientError."""
-    try:
-        token = Path(path).read_text(encoding="utf-8").strip()
-    except OSError as exc:
-        raise ClientError(f"cannot read the token file {path}: {exc.strerror or exc}") from None
+    token = _read_small(path, "the token file").strip()
     if not token:
         raise ClientError(f"the token file {path} is empty")
+    if any(c.isspace() or not c.isprintable() for c in token):
+        raise ClientError(f"the token file {path} must hold one word of printable characters")
     return token
+
+
+def check_url(url: str) -> str:
+    """`url` if it is http(s)://HOST[:PORT][/]; ClientError naming --url and what is wrong."""
+    try:
+        parts = urllib.parse.urlsplit(url)
+        port = parts.port
+    except ValueError as exc:
+        raise ClientError(f"--url {url!r}: {exc}") from None
+    if parts.scheme not in ("http", "https"):
+        shown = f"unsupported scheme {parts.scheme!r}" if parts.scheme else "no scheme"
+        raise ClientError(f"--url {url!r}: {shown}; expected http://HOST:PORT or https://...")
+    if not parts.hostname:
+        raise ClientError(f"--url {url!r}: no host; expected {parts.scheme}://HOST:PORT")
+    if port == 0:
+        raise ClientError(f"--url {url!r}: port 0 is not a port")
+    if parts.path not in ("", "/") or parts.query or parts.fragment:
+        raise ClientError(f"--url {url!r}: give only the scheme, host and port")
+    return url
+
+
+def tls_context(cafile: str) -> ssl.SSLContext:
+    """A client TLS context trusting the PEM certificate(s) in `cafile`; ClientError."""
+    pem = _read_small(cafile, "the --cacert file")
+    try:
+        return ssl.create_default_context(cadata=pem)
+    except (ssl.SSLError, ValueError) as exc:
+        why = getattr(exc, "reason", None) or str(exc)
+        raise ClientError(f"--cacert {cafile}: not a PEM CA certificate ({why})") from None
 
 
 class Client:
@@ -92,7 +134,8 @@ class Client:
         timeout: float = DEFAULT_TIMEOUT,
     ) -> Client:
         """`url` is http://host:port or https://host:port; `cafile` verifies a private CA."""
-        context = ssl.create_default_context(cafile=cafile) if cafile else None
+        check_url(url)
+        context = tls_context(cafile) if cafile else None
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         return cls(
             url,

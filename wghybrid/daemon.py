@@ -23,6 +23,10 @@ import argparse
 import asyncio
 import contextlib
 import dataclasses
+import errno
+import fcntl
+import gc
+import grp
 import json
 import logging
 import math
@@ -40,7 +44,9 @@ import numpy as np
 from aiohttp import web
 
 from wghybrid import __version__
-from wghybrid.api import build_app
+from wghybrid._conns import ConnectionGuard, GuardedSite, limits_for
+from wghybrid._files import read_regular
+from wghybrid.api import BUSY, Access, build_app
 from wghybrid.controller import Controller
 from wghybrid.dataplane import DataPlane, DataPlaneError, TransientError
 from wghybrid.loop import TickResult, run_tick
@@ -57,6 +63,7 @@ from wghybrid.model import (
 from wghybrid.policy import Policy, load_policy, shipped_policy_path
 from wghybrid.sim import Faults, Scenario, SimDataPlane, load_scenario
 from wghybrid.state import (
+    LOCK_FILE,
     DaemonState,
     StateError,
     StateStore,
@@ -65,12 +72,23 @@ from wghybrid.state import (
 )
 
 log = logging.getLogger("wghybrid.daemon")
+loop_log = logging.getLogger("wghybrid.asyncio")
 
 DEFAULT_SOCKET = "/run/wghybrid/wghybrid.sock"
 DEFAULT_STATE_DIR = "/var/lib/wghybrid"
 ETC_POLICY = "/etc/wghybrid/policy.toml"
 STOP_GRACE = 10.0
 """Seconds a stop waits for the tick in progress before cancelling it."""
+KERNEL_LOCK = "/run/wghybrid/kernel.lock"
+"""One daemon drives the kernel module at a time, whatever its state directory."""
+IDLE_TIMEOUT = 15.0
+"""aiohttp's keepalive_timeout: a connection that has not completed a request head this
+long after it opened, or after its last answer, is closed."""
+LINGER = 2.0
+"""aiohttp's lingering_time: how long the unread rest of a refused body is drained."""
+MAX_TOKEN_FILE = 4096
+FULL_GC_EVERY = 10.0
+"""Seconds between two full passes of the cyclic garbage collector (after a tick)."""
 
 OverrideKey = tuple[str, bytes]
 
@@ -169,8 +187,16 @@ class Daemon:
         self._state_lock = asyncio.Lock()
         self._reload_lock = asyncio.Lock()
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._present: tuple[object, frozenset[OverrideKey], dict[OverrideKey, str]] | None = None
+        self._stop_waiter: asyncio.Task[Any] | None = None
+        self.manage_gc = False
+        """`wghybrid run` sets it: the daemon's process times the garbage collector's full
+        passes (`_collect_garbage`); an in-process test server leaves the collector alone."""
+        self._last_full_gc: float | None = None
         self.metrics = DaemonMetrics(
-            lambda: self.snapshot, lambda: self.controller.transitions, self._info
+            lambda: self.snapshot,
+            lambda: self.controller.transitions,
+            self._info,
         )
 
     # -- properties the API reads --------------------------------------------------
@@ -199,6 +225,36 @@ class Daemon:
     def live_overrides(self) -> list[Override]:
         now = self.wall()
         return [o for o in sorted_overrides(self.overrides.values()) if o.active(now)]
+
+    def _peers_index(self) -> tuple[frozenset[OverrideKey], dict[OverrideKey, str]]:
+        snap = self.snapshot
+        if self._present is None or self._present[0] is not snap:
+            keys = frozenset((p.interface, p.public_key) for i in snap for p in i.peers)
+            names = {(p.interface, p.public_key): p.name for i in snap for p in i.peers if p.name}
+            self._present = (snap, keys, names)
+        return self._present[1], self._present[2]
+
+    def present_peers(self) -> frozenset[OverrideKey]:
+        """(interface, key) of every peer in the last snapshot."""
+        return self._peers_index()[0]
+
+    def peer_names(self) -> dict[OverrideKey, str]:
+        """Friendly names: the snapshot's, then the policy's for peers not present."""
+        names = self._peers_index()[1]
+        policy_names = self.policy.names
+        if not policy_names:
+            return names
+        merged = {
+            (o.interface, o.public_key): policy_names[o.public_key]
+            for o in self.overrides.values()
+            if o.public_key in policy_names
+        }
+        merged.update(names)
+        return merged
+
+    def override_presence(self) -> list[tuple[Override, bool]]:
+        present = self.present_peers()
+        return [(o, (o.interface, o.public_key) in present) for o in self.live_overrides()]
 
     # -- state ---------------------------------------------------------------------
     def restore_state(self, state: DaemonState) -> None:
@@ -393,6 +449,8 @@ class Daemon:
                 self.metrics.transient_errors.inc()
         self.last_error = f"{errors[-1].op.describe()}: {errors[-1].error}" if errors else None
         await self._persist_unmanaged()
+        if self.manage_gc:
+            self._collect_garbage()
         if not self._ready:
             self._ready = True
             self._notify("READY=1")
@@ -403,6 +461,27 @@ class Daemon:
                 self.policy.name,
                 " (dry run: changing nothing)" if self.dry_run else "",
             )
+
+    def _collect_garbage(self) -> None:
+        """The cyclic collector's full passes, at a time the loop chooses: right after a
+        tick (the next one is furthest away), at most every FULL_GC_EVERY seconds.
+
+        Left to itself, the collector runs a full pass every few thousand API requests,
+        wherever it falls, and a pass over the daemon's heap (numpy, aiohttp, the
+        snapshot: hundreds of thousands of objects) stalls the loop for 20-60 ms: that was
+        the tick-interval jitter bench/api_load.py measured. Everything alive after the
+        first tick lives as long as the daemon, so it is frozen out of the passes
+        (gc.freeze); the young generations stay automatic (they are cheap)."""
+        now = self.clock()
+        if self._last_full_gc is None:
+            gc.collect()
+            gc.freeze()
+            young, middle, _ = gc.get_threshold()
+            gc.set_threshold(young, middle, 1_000_000)  # no automatic full pass
+            self._last_full_gc = now
+        elif now - self._last_full_gc >= FULL_GC_EVERY:
+            gc.collect()
+            self._last_full_gc = now
 
     def _log_change(self, line: str) -> None:
         level = logging.WARNING if line.startswith("[!]") else logging.INFO
@@ -450,15 +529,21 @@ class Daemon:
 
     async def _wait_until(self, deadline: float) -> None:
         """Wait for the stop event until `deadline`; when the policy's interval is longer
-        than half systemd's watchdog period, wake up to ping it in between."""
+        than half systemd's watchdog period, wake up to ping it in between.
+
+        One task waits on the stop event for the loop's whole life and each nap is an
+        `asyncio.wait` on it with a timeout: waking up takes two turns of the event loop.
+        (`wait_for(event.wait(), t)` creates, cancels and reaps a task per nap, four turns
+        on Python 3.11, each behind whatever requests are ready: that is tick jitter.)"""
+        if self._stop_waiter is None or self._stop_waiter.done():
+            self._stop_waiter = asyncio.get_running_loop().create_task(self.stopping.wait())
         while not self.stopping.is_set():
             timeout = deadline - self.clock()
             if timeout <= 0:
                 return
             if self.watchdog_period is not None and timeout > self.watchdog_period:
                 timeout = self.watchdog_period
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.stopping.wait(), timeout)
+            await asyncio.wait((self._stop_waiter,), timeout=timeout)
             if self.clock() < deadline:
                 self._notify("WATCHDOG=1")
 
@@ -475,6 +560,8 @@ class Daemon:
         yield
         self.stopping.set()
         done, _ = await asyncio.wait([task], timeout=STOP_GRACE)
+        if self._stop_waiter is not None:
+            self._stop_waiter.cancel()
         if not done:
             log.warning("the tick in progress did not finish in %g s; cancelling it", STOP_GRACE)
             task.cancel()
@@ -520,11 +607,16 @@ class RunConfig:
     socket: Path
     listen: tuple[str, int] | None
     token: str | None
+    """The admin bearer token of the TCP listener."""
     tls: ssl.SSLContext | None
     dry_run: bool
     op_timeout: float
     sample_timeout: float
     sim_speed: float = 1.0
+    read_token: str | None = None
+    """The read-only bearer token of the TCP listener."""
+    admin_gids: frozenset[int] = frozenset()
+    """Groups whose members get the admin role on the unix socket."""
 
 
 def add_run_arguments(parser: argparse.ArgumentParser) -> None:
@@ -573,14 +665,29 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
         "--listen",
         default=None,
         metavar="HOST:PORT",
-        help="also serve the API on TCP (requires --token-file)",
+        help="also serve the API on TCP (requires --token-file or --read-token-file)",
     )
     parser.add_argument(
         "--token-file",
         type=Path,
         default=None,
         metavar="FILE",
-        help="bearer token every TCP request must present",
+        help="admin bearer token for TCP requests (reads and changes)",
+    )
+    parser.add_argument(
+        "--read-token-file",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="read-only bearer token for TCP requests (status, peers, metrics...)",
+    )
+    parser.add_argument(
+        "--admin-group",
+        action="append",
+        default=[],
+        metavar="GROUP",
+        help="members of GROUP may change things through the unix socket (besides root and "
+        "the daemon's own user; everyone else who can open the socket only reads); repeatable",
     )
     parser.add_argument(
         "--tls-cert",
@@ -633,25 +740,59 @@ def parse_listen(text: str) -> tuple[str, int]:
     return host, number
 
 
-def read_token_file(path: Path) -> str:
+def read_token_file(path: Path, option: str = "--token-file") -> str:
     try:
-        token = path.read_text(encoding="utf-8").strip()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"--token-file {path}: {getattr(exc, 'strerror', None) or exc}") from None
+        raw = read_regular(path, MAX_TOKEN_FILE)
+        token = raw.decode("utf-8").strip()
+    except OSError as exc:
+        raise ConfigError(f"{option} {path}: {exc}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{option} {path}: not UTF-8 text") from None
     if len(token) < 16:
-        raise ConfigError(f"--token-file {path}: the token must be at least 16 characters")
+        raise ConfigError(f"{option} {path}: the token must be at least 16 characters")
+    if any(c.isspace() or not c.isprintable() for c in token):
+        raise ConfigError(f"{option} {path}: the token must be one word of printable characters")
     mode = path.stat().st_mode
-    if mode & stat.S_IROTH:
-        log.warning("token file %s is world-readable", path)
+    if mode & (stat.S_IRGRP | stat.S_IROTH):
+        who = "anyone" if mode & stat.S_IROTH else "its group"
+        log.warning(
+            "%s %s is readable by %s (mode %04o): anyone who can read it controls the API; "
+            "chmod 600 it",
+            option,
+            path,
+            who,
+            stat.S_IMODE(mode),
+        )
     return token
+
+
+def _admin_gids(names: list[str]) -> frozenset[int]:
+    gids = set()
+    for name in names:
+        try:
+            gids.add(grp.getgrnam(name).gr_gid if not name.isdigit() else int(name))
+        except KeyError:
+            raise ConfigError(f"--admin-group {name}: no such group") from None
+    return frozenset(gids)
 
 
 def config_from_args(args: argparse.Namespace) -> RunConfig:
     socket_path = args.socket or Path(os.environ.get("WGHYBRID_SOCKET") or DEFAULT_SOCKET)
     listen = parse_listen(args.listen) if args.listen else None
+    read_file = getattr(args, "read_token_file", None)
+    if listen is None and (args.token_file is not None or read_file is not None):
+        option = "--token-file" if args.token_file is not None else "--read-token-file"
+        raise ConfigError(
+            f"{option} only applies with --listen: the unix socket goes by file permissions "
+            "and the client's credentials, not tokens"
+        )
     token = read_token_file(args.token_file) if args.token_file else None
-    if listen is not None and token is None:
+    read_token = read_token_file(read_file, "--read-token-file") if read_file else None
+    if listen is not None and token is None and read_token is None:
         raise ConfigError("--listen needs --token-file: the API is never open on TCP without one")
+    if token is not None and token == read_token:
+        raise ConfigError("--token-file and --read-token-file must hold different tokens")
+    admin_gids = _admin_gids(list(getattr(args, "admin_group", None) or []))
     tls = None
     if (args.tls_cert is None) != (args.tls_key is None):
         raise ConfigError("--tls-cert and --tls-key go together")
@@ -663,6 +804,12 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
             tls.load_cert_chain(args.tls_cert, args.tls_key)
         except (OSError, ssl.SSLError) as exc:
             raise ConfigError(f"--tls-cert {args.tls_cert}: {exc}") from None
+    if listen is not None and tls is None:
+        log.warning(
+            "--listen %s without --tls-cert: bearer tokens and answers cross the network in "
+            "clear text; use TLS unless the path is trusted (loopback, a VPN)",
+            args.listen,
+        )
     for name in ("op_timeout", "sample_timeout", "sim_speed"):
         value = getattr(args, name)
         if not (math.isfinite(value) and value > 0):
@@ -680,6 +827,8 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
         op_timeout=args.op_timeout,
         sample_timeout=args.sample_timeout,
         sim_speed=args.sim_speed,
+        read_token=read_token,
+        admin_gids=admin_gids,
     )
 
 
@@ -721,6 +870,7 @@ class PersistentSim:
         self._persist = persist
         self._wall = wall
         self._speed = speed
+        self._keys = [encode_key(t.public_key) for t in scenario.tunnels]
         offset = 0.0
         saved = self._load()
         start = time.monotonic()
@@ -753,19 +903,18 @@ class PersistentSim:
         except (OSError, ValueError) as exc:
             log.warning("simulated gateway: ignoring %s: %s", self.path, exc)
             return None
-        keys = [encode_key(t.public_key) for t in self.scenario.tunnels]
-        if not isinstance(saved, dict) or saved.get("keys") != keys:
+        if not isinstance(saved, dict) or saved.get("keys") != self._keys:
             log.info("simulated gateway: %s is for another scenario; starting afresh", self.path)
             return None
         return saved
 
-    def _save(self) -> None:
+    def _state(self) -> bytes | None:
         if not self._persist:
-            return  # --dry-run: the simulated kernel keeps its state in memory only
+            return None  # --dry-run: the simulated kernel keeps its state in memory only
         gw = self.sim.gateway
         data = {
             "scenario": self.scenario.name,
-            "keys": [encode_key(t.public_key) for t in self.scenario.tunnels],
+            "keys": self._keys,
             "mode": gw.mode.tolist(),
             "core": gw.core.tolist(),
             "crypt_cores": sorted(gw.crypt_cores),
@@ -773,17 +922,29 @@ class PersistentSim:
             "time": self.sim.clock(),
             "wall": self._wall(),
         }
+        return json.dumps(data).encode()
+
+    def _write(self, data: bytes | None) -> None:
         # The simulated kernel's memory: it must survive SIGKILL of the daemon, which
         # rename() alone ensures; fsync (power loss) is not worth its latency here.
+        if data is None:
+            return
         tmp = self.path.with_name(self.path.name + ".tmp")
-        tmp.write_bytes(json.dumps(data).encode())
+        tmp.write_bytes(data)
         os.replace(tmp, self.path)
+
+    def _save(self) -> None:
+        self._write(self._state())
 
     async def sample(self) -> GatewaySample:
         return await self.sim.sample()
 
     async def apply(self, op: Operation) -> None:
         await self.sim.apply(op)
+        # Saved before the operation counts as done, as the kernel's state would be. On
+        # the loop, not in a thread: a thread hop per operation stretches a busy tick past
+        # its slot when the machine is loaded, and the write is small (the keys are
+        # encoded once, in __init__).
         self._save()
 
     async def close(self) -> None:
@@ -834,8 +995,60 @@ async def _check_socket_free(path: Path) -> None:
     raise ConfigError(f"another daemon is listening on {path}")
 
 
+def acquire_lock(path: Path, what: str) -> int:
+    """An exclusive flock on `path` (created if need be, our pid written in it), held by
+    the returned descriptor until it is closed or the process ends, however it ends."""
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o640)
+    except OSError as exc:
+        raise ConfigError(f"cannot lock {what}: {path}: {exc.strerror or exc}") from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as exc:
+        other = os.pread(fd, 32, 0).decode("ascii", "replace").strip()
+        os.close(fd)
+        if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN):
+            raise ConfigError(f"cannot lock {what}: {path}: {exc.strerror or exc}") from None
+        pid = f"pid {other}" if other.isdigit() else "its pid not yet written"
+        raise ConfigError(
+            f"another wghybrid daemon ({pid}) is running on {what} (it holds {path})"
+        ) from None
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    return fd
+
+
+def _locks(cfg: RunConfig) -> list[int]:
+    """One daemon per state directory; one per kernel data plane (a dry run drives
+    nothing, so it may watch beside the real one)."""
+    try:
+        cfg.state_dir.mkdir(mode=0o750, parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"--state-dir {cfg.state_dir}: {exc.strerror or exc}") from None
+    fds = [acquire_lock(cfg.state_dir / LOCK_FILE, f"the state directory {cfg.state_dir}")]
+    if cfg.backend == "kernel" and not cfg.dry_run:
+        try:
+            lock = Path(KERNEL_LOCK)
+            with contextlib.suppress(FileExistsError):
+                lock.parent.mkdir(mode=0o750, parents=True)
+            fds.append(acquire_lock(lock, "the kernel data plane"))
+        except BaseException:
+            os.close(fds[0])
+            raise
+    return fds
+
+
 async def serve(cfg: RunConfig) -> int:
     """Run the daemon until SIGTERM/SIGINT (or a fatal error); the exit status."""
+    locks = _locks(cfg)
+    try:
+        return await _serve_locked(cfg)
+    finally:
+        for fd in locks:
+            os.close(fd)
+
+
+async def _serve_locked(cfg: RunConfig) -> int:
     store = StateStore(cfg.state_dir)
     try:
         state = store.load()
@@ -865,14 +1078,45 @@ async def serve(cfg: RunConfig) -> int:
     return await _serve_daemon(daemon, cfg)
 
 
+def _loop_error(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+    """The event loop's exception handler: one rate-limited line (an accept() that failed,
+    a transport's error, a task nobody awaited), not asyncio's multi-line report."""
+    exc = context.get("exception")
+    message = context.get("message") or "event loop error"
+    loop_log.warning("%s%s", message, f": {type(exc).__name__}: {exc}" if exc else "")
+
+
 async def _serve_daemon(daemon: Daemon, cfg: RunConfig) -> int:
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGHUP, daemon.request_reload)
     loop.add_signal_handler(signal.SIGTERM, daemon.request_stop)
     loop.add_signal_handler(signal.SIGINT, daemon.request_stop)
-    app = build_app(daemon, token=cfg.token)
+    loop.set_exception_handler(_loop_error)
+    daemon.manage_gc = True
+    access = Access(
+        admin_token=cfg.token,
+        read_token=cfg.read_token,
+        admin_uids=frozenset({0, os.geteuid()}),
+        admin_gids=cfg.admin_gids,
+    )
+    app = build_app(daemon, access=access)
     app.cleanup_ctx.append(daemon.loop_ctx)
-    runner = web.AppRunner(app, access_log=None, shutdown_timeout=2.0)
+    runner = web.AppRunner(
+        app,
+        access_log=None,
+        shutdown_timeout=2.0,
+        # aiohttp's own limits: keepalive_timeout also closes a connection that sends no
+        # complete request head in time (a header timeout); the rest bound what one
+        # request head may hold. Bad requests are logged by the clients logger, one
+        # rate-limited line each (wghybrid/_log.py), never an aiohttp traceback.
+        keepalive_timeout=IDLE_TIMEOUT,
+        lingering_time=LINGER,
+        max_line_size=8190,
+        max_field_size=8190,
+        max_headers=64,
+        logger=logging.getLogger("wghybrid.clients"),
+    )
+    cap, backlog = limits_for(1 if cfg.listen is None else 2)
     sock_inode: int | None = None
     try:
         sock_dir = cfg.socket.parent
@@ -880,7 +1124,11 @@ async def _serve_daemon(daemon: Daemon, cfg: RunConfig) -> int:
             sock_dir.mkdir(mode=0o750, parents=True)
         await _check_socket_free(cfg.socket)
         await runner.setup()
-        await web.UnixSite(runner, str(cfg.socket)).start()
+        unix_guard = ConnectionGuard(f"unix socket {cfg.socket}", cap, app[BUSY])
+        try:
+            await GuardedSite(runner, unix_guard, path=str(cfg.socket), backlog=backlog).start()
+        except OSError as exc:
+            raise ConfigError(f"--socket {cfg.socket}: {exc.strerror or exc}") from None
         os.chmod(cfg.socket, 0o660)
         sock_inode = cfg.socket.lstat().st_ino
         log.info(
@@ -894,13 +1142,25 @@ async def _serve_daemon(daemon: Daemon, cfg: RunConfig) -> int:
         )
         if cfg.listen is not None:
             host, port = cfg.listen
-            await web.TCPSite(runner, host, port, ssl_context=cfg.tls).start()
+            tcp_guard = ConnectionGuard(f"TCP {host}:{port}", cap, app[BUSY])
+            try:
+                await GuardedSite(
+                    runner, tcp_guard, host=host, port=port, ssl_context=cfg.tls, backlog=backlog
+                ).start()
+            except OSError as exc:
+                raise ConfigError(f"--listen {host}:{port}: {exc.strerror or exc}") from None
             log.info(
-                "API also on %s://%s:%d (bearer token required)",
+                "API also on %s://%s:%d (bearer token required: %s)",
                 "https" if cfg.tls else "http",
                 host,
                 port,
+                " or ".join(
+                    role
+                    for role, t in (("admin", cfg.token), ("read-only", cfg.read_token))
+                    if t is not None
+                ),
             )
+        log.info("at most %d connections per listener, backlog %d", cap, backlog)
         await daemon.stopping.wait()
     finally:
         for sig in (signal.SIGHUP, signal.SIGTERM, signal.SIGINT):

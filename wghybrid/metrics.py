@@ -9,7 +9,7 @@ leaves no stale series behind.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import (
@@ -20,7 +20,10 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 
-from wghybrid.model import InterfaceStatus, Mode, PeerClass, encode_key
+from wghybrid.model import InterfaceStatus, Mode, Override, PeerClass, encode_key
+
+Presence = Callable[[], Sequence[tuple[Override, bool]]]
+"""The live overrides, each with whether its peer is in the last snapshot."""
 
 PEER_LABELS = ("interface", "public_key")
 
@@ -35,10 +38,12 @@ class _SnapshotCollector(Collector):
         snapshot: Callable[[], tuple[InterfaceStatus, ...]],
         transitions: Callable[[], int],
         info: Callable[[], dict[str, str]],
+        overrides: Presence | None = None,
     ) -> None:
         self._snapshot = snapshot
         self._transitions = transitions
         self._info = info
+        self._overrides = overrides
 
     def collect(self) -> Iterator[Metric]:
         snap = self._snapshot()
@@ -129,6 +134,24 @@ class _SnapshotCollector(Collector):
         yield crypt
         yield inline_cores
         yield napi
+        if self._overrides is not None:
+            presence = self._overrides()
+            count = GaugeMetricFamily(
+                "wghybrid_overrides", "Live operator overrides, by whether their peer is present",
+                labels=("present",),
+            )
+            count.add_metric(["true"], sum(1 for _, here in presence if here))
+            count.add_metric(["false"], sum(1 for _, here in presence if not here))
+            yield count
+            absent = GaugeMetricFamily(
+                "wghybrid_override_absent",
+                "1 for an override whose peer is not in the data plane (it waits for the peer)",
+                labels=PEER_LABELS,
+            )
+            for o, here in presence:
+                if not here:
+                    absent.add_metric([o.interface, encode_key(o.public_key)], 1.0)
+            yield absent
 
 
 class DaemonMetrics:
@@ -140,6 +163,10 @@ class DaemonMetrics:
         transitions: Callable[[], int],
         info: Callable[[], dict[str, str]],
     ) -> None:
+        self.overrides: Sequence[tuple[Override, bool]] = ()
+        """The live overrides and whether their peer is present, set (on the event loop)
+        before each rendering: `render` runs in a worker thread and must not read the
+        daemon's live dictionaries."""
         self.registry = CollectorRegistry(auto_describe=False)
         r = self.registry
         self.ticks = Counter("wghybrid_ticks", "Ticks completed (sampled and decided)", registry=r)
@@ -177,7 +204,7 @@ class DaemonMetrics:
         self.policy_reload_errors = Counter(
             "wghybrid_policy_reload_errors", "Policy reloads rejected", registry=r
         )
-        r.register(_SnapshotCollector(snapshot, transitions, info))
+        r.register(_SnapshotCollector(snapshot, transitions, info, lambda: self.overrides))
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

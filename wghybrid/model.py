@@ -14,6 +14,7 @@ from __future__ import annotations
 import base64
 import binascii
 import enum
+import re
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -54,7 +55,8 @@ class BadKeyError(ValueError):
 
 
 def decode_key(text: str) -> bytes:
-    """Decode a base64 WireGuard public key, rejecting anything that is not exactly one."""
+    """Decode a base64 WireGuard public key, rejecting anything that is not exactly one, in
+    its one canonical spelling."""
     if not isinstance(text, str) or len(text) != 44 or not text.endswith("="):
         raise BadKeyError(f"public key {text!r} is not 44 characters of base64")
     try:
@@ -63,7 +65,42 @@ def decode_key(text: str) -> bytes:
         raise BadKeyError(f"public key {text!r} is not valid base64: {exc}") from None
     if len(raw) != KEY_LEN:
         raise BadKeyError(f"public key {text!r} decodes to {len(raw)} bytes, not {KEY_LEN}")
+    canonical = base64.b64encode(raw).decode()
+    if canonical != text:
+        # The last character carries 2 unused bits, which must be zero: otherwise four
+        # spellings name one key (wireguard-tools refuses them too).
+        raise BadKeyError(f"public key is not canonical base64 (did you mean {canonical}?)")
     return raw
+
+
+CONTROL_RANGES = (
+    (0x0000, 0x001F), (0x007F, 0x009F), (0x00AD, 0x00AD), (0x0600, 0x0605), (0x061C, 0x061C),
+    (0x06DD, 0x06DD), (0x070F, 0x070F), (0x0890, 0x0891), (0x08E2, 0x08E2), (0x180E, 0x180E),
+    (0x200B, 0x200F), (0x2028, 0x202E), (0x2060, 0x2064), (0x2066, 0x206F), (0xD800, 0xDFFF),
+    (0xFEFF, 0xFEFF), (0xFFF9, 0xFFFB),
+)
+"""Characters free text (an override's reason, a state file's strings) must not contain:
+the Unicode categories Cc (C0, DEL, C1 such as U+0085), Cf (format: bidi overrides such as
+U+202E, zero-width characters, the BOM), Zl and Zp (U+2028, U+2029) and lone surrogates
+(Cs), in the Basic Multilingual Plane. A fixed table rather than `unicodedata`, so that
+the rule is the same on every Python (their Unicode versions differ) and is exactly the
+OpenAPI document's `pattern` (tests/unit/test_api_validation.py checks both agree)."""
+
+_CONTROL = re.compile("[" + "".join(f"\\u{a:04x}-\\u{b:04x}" for a, b in CONTROL_RANGES) + "]")
+
+
+def control_pattern() -> str:
+    """The JSON Schema `pattern` of text free of CONTROL_RANGES (openapi.json's reason).
+    Lone surrogates are left out: JSON Schema's regex engines cannot spell them (the
+    daemon still refuses a `\\udXXX` escape that decodes to one)."""
+    ranges = "".join(f"\\u{a:04x}-\\u{b:04x}" for a, b in CONTROL_RANGES if a != 0xD800)
+    return f"^[^{ranges}]*$"
+
+
+def control_character(text: str) -> str | None:
+    """The first character of `text` in CONTROL_RANGES, as U+XXXX, or None."""
+    m = _CONTROL.search(text)
+    return None if m is None else f"U+{ord(m.group()):04X}"
 
 
 def raw_key(value: bytes | np.bytes_) -> bytes:

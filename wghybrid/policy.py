@@ -19,6 +19,7 @@ from enum import Enum, StrEnum
 from pathlib import Path
 from typing import Any
 
+from wghybrid._files import read_regular
 from wghybrid.model import BadKeyError, decode_key, encode_key, format_cores, parse_cores
 
 
@@ -102,6 +103,11 @@ MAX_NAME_LEN = 64
 _MAX_CORE = 1 << 16
 """No cpulist number above this is even parsed: it cannot be an online core."""
 _ALL = "all"
+MAX_POLICY_BYTES = 8 << 20
+"""A policy file larger than this is refused unread (a names table for 100,000 peers is
+about 6 MiB)."""
+MAX_INTERFACES = 4096
+MAX_NAMES = 200_000
 
 
 class PolicyError(ValueError):
@@ -290,6 +296,8 @@ class _Cores:
             except ValueError as exc:
                 raise _Invalid(key, str(exc)) from None
         elif isinstance(value, list):
+            if len(value) > _MAX_CORE:
+                raise _Invalid(key, f"{len(value)} items, more than the limit of {_MAX_CORE}")
             for i, item in enumerate(value):
                 if isinstance(item, bool) or not isinstance(item, int) or item < 0:
                     raise _Invalid(
@@ -332,6 +340,8 @@ class _Interfaces:
             )
         if not value:
             raise _Invalid(key, 'empty: name at least one interface, or "all"')
+        if len(value) > MAX_INTERFACES:
+            raise _Invalid(key, f"{len(value)} interfaces, more than the limit of {MAX_INTERFACES}")
         seen: set[str] = set()
         for i, item in enumerate(value):
             if not isinstance(item, str):
@@ -415,6 +425,8 @@ def _check_table(section: str, data: dict[str, Any]) -> dict[str, Any]:
 
 
 def _check_names(data: dict[str, Any]) -> dict[bytes, str]:
+    if len(data) > MAX_NAMES:
+        raise _Invalid("names", f"{len(data)} entries, more than the limit of {MAX_NAMES}")
     names: dict[bytes, str] = {}
     owner: dict[str, str] = {}
     check = _Text()
@@ -424,10 +436,6 @@ def _check_names(data: dict[str, Any]) -> dict[bytes, str]:
             raw = decode_key(text)
         except BadKeyError as exc:
             raise _Invalid(key, str(exc)) from None
-        canonical = encode_key(raw)
-        if canonical != text:
-            # wireguard-tools rejects these too: the unused low bits must be zero.
-            raise _Invalid(key, f"public key is not canonical base64 (did you mean {canonical}?)")
         name = check(key, value)
         assert isinstance(name, str)
         if name in owner:
@@ -538,8 +546,12 @@ _TOML_WHERE = re.compile(r"\s*\(at (?:line (\d+), column (\d+)|(end of document)
 
 def parse_policy(text: str, source: str = "<string>", online_cores: int | None = None) -> Policy:
     """Parse and validate policy TOML text; `source` names it in errors and in the Policy."""
+    return policy_from_dict(_toml(text, source), source, online_cores)
+
+
+def _toml(text: str, source: str) -> dict[str, Any]:
     try:
-        data = tomllib.loads(text)
+        return tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         message = str(exc)
         where = _TOML_WHERE.search(message)
@@ -555,7 +567,6 @@ def parse_policy(text: str, source: str = "<string>", online_cores: int | None =
         ) from None
     except RecursionError:
         raise PolicyError(source, "", "invalid TOML: nested too deeply") from None
-    return policy_from_dict(data, source, online_cores)
 
 
 def load_policy(path: str | os.PathLike[str], online_cores: int | None = None) -> Policy:
@@ -566,14 +577,22 @@ def load_policy(path: str | os.PathLike[str], online_cores: int | None = None) -
     """
     source = os.fspath(path)
     try:
-        raw = Path(source).read_bytes()
+        raw = read_regular(source, MAX_POLICY_BYTES)
     except OSError as exc:
-        raise PolicyError(source, "", f"cannot read: {exc.strerror or exc}") from None
+        raise PolicyError(source, "", f"cannot read: {exc}") from None
+    if not raw.strip():
+        # A truncated write or the wrong file, far more often than a wish for every
+        # default: that takes a comment ("# all defaults"), as policies/ shows.
+        raise PolicyError(source, "", "the file is empty (for every default, write a comment)")
+    if raw.startswith(b"\xef\xbb\xbf"):
+        raise PolicyError(
+            source, "", "the file starts with a UTF-8 byte-order mark (BOM); save it without one"
+        )
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise PolicyError(source, "", f"not UTF-8 text (bad byte at offset {exc.start})") from None
-    return parse_policy(text, source, online_cores)
+    return policy_from_dict(_toml(text, source), source, online_cores)
 
 
 def policy_to_dict(policy: Policy) -> dict[str, Any]:

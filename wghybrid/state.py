@@ -17,10 +17,24 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from wghybrid.model import BadKeyError, Mode, Override, decode_key, encode_key
+from wghybrid._files import read_regular
+from wghybrid.model import (
+    BadKeyError,
+    Mode,
+    Override,
+    control_character,
+    decode_key,
+    encode_key,
+)
 
 STATE_VERSION = 1
 STATE_FILE = "state.json"
+LOCK_FILE = "lock"
+MAX_STATE_BYTES = 64 << 20
+"""state.json is refused unread above this (an override is about 250 bytes)."""
+MAX_TEXT = 4096
+"""Longest interface name or reason read back (the API takes reasons of 1024)."""
+MAX_CORE = 1 << 20
 
 
 class StateError(Exception):
@@ -55,40 +69,68 @@ def override_to_dict(o: Override) -> dict[str, Any]:
     }
 
 
+def _shown(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
 def _number(value: object, what: str) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float):
-        raise ValueError(f"{what} is not a number: {value!r}")
-    out = float(value)
+        raise ValueError(f"{what} is not a number: {_shown(value)}")
+    try:
+        out = float(value)
+    except OverflowError:  # an integer of hundreds of digits
+        raise ValueError(f"{what} is out of range: {_shown(value)}") from None
     if not math.isfinite(out):
-        raise ValueError(f"{what} is not finite: {value!r}")
+        raise ValueError(f"{what} is not finite: {_shown(value)}")
     return out
+
+
+def _text(value: object, what: str, empty: bool = True, controls: bool = True) -> str:
+    """A string of at most MAX_TEXT characters. `controls`: control characters are
+    tolerated (a reason an older version accepted, or the data plane's own error text:
+    it is stored, and every front end escapes it when it shows it)."""
+    if not isinstance(value, str):
+        raise ValueError(f"{what} is not a string: {_shown(value)}")
+    if not empty and not value:
+        raise ValueError(f"{what} is empty")
+    if len(value) > MAX_TEXT:
+        raise ValueError(f"{what} is longer than {MAX_TEXT} characters")
+    bad = None if controls else control_character(value)
+    if bad is not None:
+        raise ValueError(f"{what} contains the control character {bad}")
+    return value
+
+
+def _key(value: object) -> bytes:
+    if not isinstance(value, str):
+        raise ValueError(f"public key is not a string: {_shown(value)}")
+    try:
+        return decode_key(value)
+    except BadKeyError as exc:
+        raise ValueError(str(exc)) from None
 
 
 def override_from_dict(d: object) -> Override:
     """The inverse of `override_to_dict`; raises ValueError naming what is wrong."""
     if not isinstance(d, dict):
-        raise ValueError(f"override is not an object: {d!r}")
-    iface = d.get("interface")
-    if not isinstance(iface, str) or not iface:
-        raise ValueError(f"override interface is not a name: {iface!r}")
-    try:
-        key = decode_key(d.get("public_key"))  # type: ignore[arg-type]
-    except BadKeyError as exc:
-        raise ValueError(str(exc)) from None
+        raise ValueError(f"override is not an object: {_shown(d)}")
+    iface = _text(d.get("interface"), "override interface", empty=False)
+    key = _key(d.get("public_key"))
     mode_text = d.get("mode")
     mode: Mode | None = None
     if mode_text is not None:
         if mode_text not in ("vanilla", "inline"):
-            raise ValueError(f"override mode is not vanilla or inline: {mode_text!r}")
+            raise ValueError(f"override mode is not vanilla or inline: {_shown(mode_text)}")
         mode = Mode.VANILLA if mode_text == "vanilla" else Mode.INLINE
     core = d.get("core")
-    if core is not None and (isinstance(core, bool) or not isinstance(core, int) or core < 0):
-        raise ValueError(f"override core is not a core number: {core!r}")
+    if core is not None and (
+        isinstance(core, bool) or not isinstance(core, int) or not 0 <= core < MAX_CORE
+    ):
+        raise ValueError(f"override core is not a core number: {_shown(core)}")
     expires_raw = d.get("expires")
     expires = None if expires_raw is None else _number(expires_raw, "override expires")
-    reason = d.get("reason", "")
-    if not isinstance(reason, str):
-        raise ValueError(f"override reason is not a string: {reason!r}")
+    reason = _text(d.get("reason", ""), "override reason")
     created = _number(d.get("created", 0.0), "override created")
     return Override(iface, key, mode, core, expires, reason, created)
 
@@ -108,20 +150,22 @@ def state_from_dict(d: object) -> DaemonState:
     if not isinstance(d, dict):
         raise ValueError("state is not a JSON object")
     if d.get("version") != STATE_VERSION:
-        raise ValueError(f"state version {d.get('version')!r} is not {STATE_VERSION}")
+        raise ValueError(f"state version {_shown(d.get('version'))} is not {STATE_VERSION}")
     overrides = d.get("overrides", [])
     unmanaged = d.get("unmanaged", [])
     if not isinstance(overrides, list) or not isinstance(unmanaged, list):
         raise ValueError("overrides and unmanaged must be lists")
     marks = []
     for u in unmanaged:
-        if not isinstance(u, dict) or not isinstance(u.get("interface"), str):
-            raise ValueError(f"unmanaged entry is malformed: {u!r}")
+        if not isinstance(u, dict):
+            raise ValueError(f"unmanaged entry is malformed: {_shown(u)}")
         try:
-            key = decode_key(u.get("public_key"))  # type: ignore[arg-type]
-        except BadKeyError as exc:
-            raise ValueError(str(exc)) from None
-        marks.append(Unmanaged(u["interface"], key, str(u.get("reason", ""))))
+            iface = _text(u.get("interface"), "interface", empty=False)
+            key = _key(u.get("public_key"))
+            reason = _text(u.get("reason", ""), "reason")
+        except ValueError as exc:
+            raise ValueError(f"unmanaged entry is malformed: {exc}") from None
+        marks.append(Unmanaged(iface, key, reason))
     return DaemonState(tuple(override_from_dict(o) for o in overrides), tuple(marks))
 
 
@@ -161,15 +205,25 @@ class StateStore:
         for stale in self.directory.glob(f".{STATE_FILE}.*.tmp"):
             stale.unlink(missing_ok=True)  # a write that a crash interrupted
         try:
-            raw = self.path.read_bytes()
+            raw = read_regular(self.path, MAX_STATE_BYTES)
         except FileNotFoundError:
             return DaemonState()
         except OSError as exc:
-            raise StateError(f"{self.path}: {exc.strerror}") from None
-        try:
-            return state_from_dict(json.loads(raw))
-        except (ValueError, RecursionError) as exc:
+            if not os.path.lexists(self.path):
+                return DaemonState()
             raise StateError(f"{self.path}: {exc}") from None
+        try:
+            data = json.loads(raw)
+        except json.JSONDecodeError as exc:
+            raise StateError(f"{self.path}: not valid JSON: {exc}") from None
+        except (ValueError, RecursionError) as exc:
+            raise StateError(f"{self.path}: not valid JSON: {exc}") from None
+        try:
+            return state_from_dict(data)
+        except (ValueError, TypeError, RecursionError, OverflowError, MemoryError) as exc:
+            # ValueError covers bad UTF-8, bad JSON and an integer of more than
+            # sys.get_int_max_str_digits() digits.
+            raise StateError(f"{self.path}: {' '.join(str(exc).splitlines())}") from None
 
     def save(self, state: DaemonState) -> None:
         data = json.dumps(state_to_dict(state), indent=1, sort_keys=True).encode() + b"\n"

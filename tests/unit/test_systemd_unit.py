@@ -137,6 +137,11 @@ def test_unit_carries_the_service_contract() -> None:
     assert one["Service.Restart"] == "on-failure"
     assert one["Service.RestartPreventExitStatus"] == "2"  # `wghybrid run`: bad configuration
     assert one["Service.WatchdogSec"] == "30s"
+    # The API's connection caps are an eighth of the descriptor limit per listener
+    # (wghybrid/_conns.py): the unit sets a limit that leaves them at their maximum.
+    from wghybrid._conns import MAX_CONNECTIONS, limits_for
+
+    assert limits_for(2, int(one["Service.LimitNOFILE"]))[0] == MAX_CONNECTIONS
     assert one["Service.RuntimeDirectory"] == "wghybrid"
     assert one["Service.RuntimeDirectoryMode"] == "0750"
     assert one["Service.StateDirectory"] == "wghybrid"
