@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from wghybrid.controller import Controller
+from wghybrid.core.controller import Controller
 from wghybrid.loop import run_tick
 from wghybrid.model import (
     GatewaySample,
@@ -43,7 +43,8 @@ from wghybrid.model import (
     SetThreadedNapi,
     raw_key,
 )
-from wghybrid.policy import Policy, load_policy, shipped_policy_path
+from wghybrid.policy import Policy
+from wghybrid.policy.load import load_policy, shipped_policy_path
 from wghybrid.sim import (
     GatewayModel,
     ModelParams,

@@ -43,7 +43,7 @@ from wghybrid.model import (
     encode_key,
     format_cores,
 )
-from wghybrid.policy import policy_to_dict
+from wghybrid.policy.load import policy_to_dict
 from wghybrid.state import override_to_dict
 
 if TYPE_CHECKING:

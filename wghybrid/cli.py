@@ -298,7 +298,7 @@ async def cmd_policy_reload(ctx: Context, api: Client) -> int:
 
 
 def cmd_validate(ctx: Context) -> int:
-    from wghybrid.policy import validate_command
+    from wghybrid.policy.load import validate_command
 
     code, message = validate_command(ctx.args.file, ctx.args.cores)
     print(message, file=ctx.out if code == 0 else ctx.err)

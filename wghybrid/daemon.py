@@ -47,7 +47,7 @@ from wghybrid import __version__
 from wghybrid._conns import ConnectionGuard, GuardedSite, limits_for
 from wghybrid._files import read_regular
 from wghybrid.api import BUSY, Access, build_app
-from wghybrid.controller import Controller
+from wghybrid.core.controller import Controller
 from wghybrid.dataplane import DataPlane, DataPlaneError, TransientError
 from wghybrid.loop import TickResult, run_tick
 from wghybrid.metrics import DaemonMetrics
@@ -60,7 +60,8 @@ from wghybrid.model import (
     encode_key,
     short_key,
 )
-from wghybrid.policy import Policy, load_policy, shipped_policy_path
+from wghybrid.policy import Policy
+from wghybrid.policy.load import load_policy, shipped_policy_path
 from wghybrid.sim import Faults, Scenario, SimDataPlane, load_scenario
 from wghybrid.state import (
     LOCK_FILE,

@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from wghybrid.controller import Controller
+from wghybrid.core.controller import Controller
 from wghybrid.dataplane import DataPlane, DataPlaneError, PermanentError, TransientError
 from wghybrid.model import Operation, Override, Plan
 
@@ -73,7 +73,8 @@ async def run_tick(
                 error = TransientError(f"timed out after {op_timeout:g} s")
             except DataPlaneError as exc:
                 error = exc
-            controller.record(op, error)
+            controller.record(op, None if error is None else str(error),
+                              isinstance(error, PermanentError))
             if error is None:
                 if log is not None:
                     log(f"[#] {op.describe()}")

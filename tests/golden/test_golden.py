@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from wghybrid.controller import Controller
+from wghybrid.core.controller import Controller
 from wghybrid.model import (
     GatewaySample,
     InterfaceState,
@@ -41,7 +41,7 @@ from wghybrid.model import (
     encode_key,
     parse_cores,
 )
-from wghybrid.policy import load_policy
+from wghybrid.policy.load import load_policy
 
 pytestmark = pytest.mark.golden
 

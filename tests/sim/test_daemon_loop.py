@@ -19,7 +19,7 @@ from wghybrid.api import build_app
 from wghybrid.daemon import Daemon, watchdog_period
 from wghybrid.dataplane import DataPlaneError, PermanentError, TransientError
 from wghybrid.model import Mode, Operation, Override, SetPeerMode, encode_key, short_key
-from wghybrid.policy import parse_policy
+from wghybrid.policy.load import parse_policy
 from wghybrid.sim import SimDataPlane, parse_scenario
 from wghybrid.state import StateStore
 

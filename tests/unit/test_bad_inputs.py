@@ -33,7 +33,7 @@ from wghybrid.model import (
     decode_key,
     encode_key,
 )
-from wghybrid.policy import PolicyError, load_policy, policy_from_dict
+from wghybrid.policy.load import PolicyError, load_policy, policy_from_dict
 from wghybrid.state import StateError, StateStore, state_from_dict
 
 pytestmark = pytest.mark.unit

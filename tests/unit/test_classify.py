@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from wghybrid.classify import Classes, adopt_classes, update_classes
+from wghybrid.core.classify import Classes, adopt_classes, update_classes
 from wghybrid.model import Mode, PeerClass
 from wghybrid.policy import Classify
 

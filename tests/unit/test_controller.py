@@ -10,7 +10,7 @@ from factory import Gateway, key
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from wghybrid.controller import Controller
+from wghybrid.core.controller import Controller
 from wghybrid.dataplane import PermanentError, TransientError
 from wghybrid.loop import run_tick
 from wghybrid.model import GatewaySample, Mode, Operation, Override, SetPeerMode

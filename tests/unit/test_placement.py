@@ -10,8 +10,8 @@ from factory import key
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from wghybrid.core.placement import MIN_LOAD, PlanInput, PlanOutput, plan_operations, size_pool
 from wghybrid.model import Mode, SetCryptCores, SetPeerCore, SetPeerMode, SetThreadedNapi
-from wghybrid.placement import MIN_LOAD, PlanInput, PlanOutput, plan_operations, size_pool
 from wghybrid.policy import NapiPolicy, Placement
 
 pytestmark = pytest.mark.unit

@@ -17,11 +17,8 @@ from hypothesis import HealthCheck, given, reject, settings
 from hypothesis import strategies as st
 
 from wghybrid.model import encode_key
-from wghybrid.policy import (
-    Classify,
-    NapiPolicy,
-    Placement,
-    Policy,
+from wghybrid.policy import Classify, NapiPolicy, Placement, Policy
+from wghybrid.policy.load import (
     PolicyError,
     _dotted,
     load_policy,

@@ -8,8 +8,8 @@ from factory import Gateway, key
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from wghybrid.core.rates import update_rates
 from wghybrid.model import GatewaySample, InterfaceState, PeerTable
-from wghybrid.rates import update_rates
 
 pytestmark = pytest.mark.unit
 

@@ -13,7 +13,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from wghybrid import _render
-from wghybrid.policy import Policy, policy_to_dict
+from wghybrid.policy import Policy
+from wghybrid.policy.load import policy_to_dict
 
 pytestmark = pytest.mark.unit
 

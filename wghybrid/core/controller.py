@@ -20,8 +20,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from wghybrid.classify import Classes, adopt_classes, update_classes
-from wghybrid.dataplane import DataPlaneError, PermanentError
+from wghybrid.core.classify import Classes, adopt_classes, update_classes
+from wghybrid.core.placement import PlanInput, PlanOutput, plan_operations
+from wghybrid.core.rates import Rates, identities, realign, update_rates
 from wghybrid.model import (
     F64,
     U8,
@@ -39,9 +40,7 @@ from wghybrid.model import (
     SetThreadedNapi,
     raw_key,
 )
-from wghybrid.placement import PlanInput, PlanOutput, plan_operations
 from wghybrid.policy import Policy
-from wghybrid.rates import Rates, identities, realign, update_rates
 
 DEFAULT_INLINE_COST = 1.0 / 2.8
 """Cores per Gbps of an inline tunnel until measured (FACTS.md: ~2.8 Gbps per core)."""
@@ -231,21 +230,22 @@ class Controller:
         return False
 
     # -- feedback from apply ----------------------------------------------------------
-    def record(self, op: Operation, error: DataPlaneError | None) -> None:
-        """Called by the loop after each operation: counts transitions, and marks what
-        failed for good as unmanaged (peers) or unsupported (device knobs)."""
+    def record(self, op: Operation, error: str | None, permanent: bool = False) -> None:
+        """Called by the loop after each operation (`error` None when it succeeded):
+        counts transitions, and marks what failed for good (`permanent`) as unmanaged
+        (peers) or unsupported (device knobs)."""
         if error is None:
             if isinstance(op, SetPeerMode):
                 self.transitions += 1
             return
-        if not isinstance(error, PermanentError):
+        if not permanent:
             return
         if isinstance(op, SetPeerMode | SetPeerCore):
-            self._unmanaged[op.interface.encode() + b"/" + op.public_key] = str(error)
+            self._unmanaged[op.interface.encode() + b"/" + op.public_key] = error
         elif isinstance(op, SetCryptCores):
-            self._unsupported[(op.interface, "crypt_cores")] = str(error)
+            self._unsupported[(op.interface, "crypt_cores")] = error
         else:
-            self._unsupported[(op.interface, "threaded_napi")] = str(error)
+            self._unsupported[(op.interface, "threaded_napi")] = error
 
     def manage(self, interface: str, public_key: bytes) -> None:
         self._unmanaged.pop(interface.encode() + b"/" + public_key, None)
