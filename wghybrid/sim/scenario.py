@@ -29,7 +29,7 @@ _GROUP_KEYS = frozenset({
 })
 _TOP_KEYS = frozenset({
     "name", "description", "cores", "duration", "seed", "interface", "threaded_napi",
-    "packet_bytes", "group",
+    "packet_bytes", "mixed", "steady", "group",
 })
 
 
@@ -99,6 +99,12 @@ class Scenario:
     """Initial /sys/class/net/DEV/threaded (upstream's default since 2025)."""
     packet_bytes: int = 1420
     """Average packet size, to turn bytes into packet counters."""
+    mixed: bool = False
+    """Declared by the scenario's author: elephants and mice together, so that neither
+    static mode fits (bench/hybrid.py holds such scenarios to a higher target)."""
+    steady: bool = False
+    """Declared by the scenario's author: the load is steady but for noise, so a controller
+    should change no mode and move almost no core once it has settled."""
     source: str = "<built-in>"
     _groups: tuple[_Group, ...] = field(default=(), repr=False)
 
@@ -215,6 +221,8 @@ def _build(doc: dict[str, Any], source: str) -> Scenario:
     iface = _device_name(doc, source, "", "wg0")
     threaded = _get(doc, "threaded_napi", bool, source, "", True)
     packet_bytes = _get(doc, "packet_bytes", int, source, "", 1420, lo=64, hi=65535)
+    mixed = _get(doc, "mixed", bool, source, "", False)
+    steady = _get(doc, "steady", bool, source, "", False)
     groups_doc = doc.get("group")
     if not isinstance(groups_doc, list) or not groups_doc:
         raise _fail(source, "group", "at least one [[group]] is required")
@@ -250,7 +258,8 @@ def _build(doc: dict[str, Any], source: str) -> Scenario:
             tunnels.append(TunnelSpec(g_iface, key, tname, flows, mode))
     return Scenario(name=name, description=description, cores=cores, duration=duration,
                     tunnels=tuple(tunnels), seed=seed, threaded_napi=threaded,
-                    packet_bytes=packet_bytes, source=source, _groups=tuple(groups))
+                    packet_bytes=packet_bytes, mixed=mixed, steady=steady, source=source,
+                    _groups=tuple(groups))
 
 
 def _key(label: str) -> bytes:
