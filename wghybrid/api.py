@@ -29,14 +29,17 @@ from dataclasses import dataclass, field
 from importlib import resources
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 
+from wghybrid.core.status import PeerColumns, columns, has_peer, marks_of
 from wghybrid.model import (
     BadKeyError,
     InterfaceStatus,
     Mode,
     Override,
+    PeerClass,
     PeerStatus,
     control_character,
     decode_key,
@@ -115,37 +118,89 @@ class Fragments:
     strings, not a re-encoding of every peer."""
 
     serial: int
-    interfaces: tuple[tuple[str, str, tuple[tuple[tuple[str, bytes], str], ...]], ...]
-    """(name, head without its closing brace, ((interface, key), peer without its closing
-    brace) ...)"""
+    interfaces: tuple[tuple[str, str, PeerColumns, list[str]], ...]
+    """(name, head without its closing brace, the peers' columns, each peer without its
+    closing brace, row for row)"""
 
     @staticmethod
     def build(serial: int, snapshot: tuple[InterfaceStatus, ...]) -> Fragments:
         out = []
         for i in snapshot:
             head = _encode(interface_json(i, {}, with_peers=False))[:-1]
-            peers = tuple(
-                ((p.interface, p.public_key), _encode(_peer_fields(p))[:-1]) for p in i.peers
-            )
-            out.append((i.name, head, peers))
+            cols = columns(i)
+            out.append((i.name, head, cols, _peer_fragments(cols)))
         return Fragments(serial, tuple(out))
 
     def peers(self, name: str | None, live: dict[tuple[str, bytes], Override]) -> str:
         return ", ".join(
-            _peer_tail(base, live.get(key))
-            for iname, _, peers in self.interfaces
-            if name is None or iname == name
-            for key, base in peers
+            _join_peers(cols, bases, live)
+            for iname, _, cols, bases in self.interfaces
+            if (name is None or iname == name) and bases
         )
 
     def interfaces_json(self, live: dict[tuple[str, bytes], Override]) -> str:
         return ", ".join(
-            f'{head}, "peers": [{self.peers(name, live)}]}}' for name, head, _ in self.interfaces
+            f'{head}, "peers": [{self.peers(name, live)}]}}' for name, head, _, _ in self.interfaces
         )
+
+
+_UNPINNED = ', "pinned": false, "override": null}'
+
+
+def _peer_fragments(cols: PeerColumns) -> list[str]:
+    """`_encode(_peer_fields(p))[:-1]` for every peer of `cols`, column by column: the same
+    bytes (json.dumps' separators, ASCII escapes and float reprs)."""
+    n = len(cols)
+    if not n:
+        return []
+    head = '{"interface": ' + _encode(cols.interface) + ', "public_key": "'
+    names = list(map(_json_string, cols.names()))
+    kinds = np.array([f'"mode": "{m}", "class": "{c}"' for m in Mode for c in PeerClass],
+                     dtype=object)
+    kind = kinds[cols.mode.astype(np.intp) * len(PeerClass) + cols.pclass].tolist()
+
+    def numbers(x: np.ndarray) -> list[str]:
+        return list(map(float.__repr__, np.where(np.isfinite(x), x, 0.0).tolist()))
+
+    reasons = np.array([*map(_json_string, cols.reasons), "null"], dtype=object)
+    why = reasons[cols.unmanaged].tolist()
+    return [
+        f'{head}{key}", "name": {name}, {k}, "rx_bps": {rx}, "tx_bps": {tx}, "cpu": {cpu}, '
+        f'"core": {core}, "time_in_mode": {t}, "unmanaged": {u}'
+        for key, name, k, rx, tx, cpu, core, t, u in zip(
+            cols.public_keys(), names, kind, numbers(cols.rx_bps), numbers(cols.tx_bps),
+            numbers(cols.cpu), map(str, cols.core.tolist()), numbers(cols.time_in_mode), why,
+            strict=True,
+        )
+    ]
+
+
+def _join_peers(
+    cols: PeerColumns, bases: list[str], live: dict[tuple[str, bytes], Override]
+) -> str:
+    """The peers of one interface, each closed by its live override (or none)."""
+    sep = _UNPINNED + ", "
+    mine = [(k, o) for (iface, k), o in live.items() if iface == cols.interface]
+    if not mine:
+        return sep.join(bases) + _UNPINNED
+    at = marks_of(cols, [k for k, _ in mine])
+    pieces = []
+    start = 0
+    for row in np.flatnonzero(at >= 0).tolist():
+        if row > start:
+            pieces.append(sep.join(bases[start:row]) + _UNPINNED)
+        pieces.append(_peer_tail(bases[row], mine[int(at[row])][1]))
+        start = row + 1
+    if start < len(bases):
+        pieces.append(sep.join(bases[start:]) + _UNPINNED)
+    return ", ".join(pieces)
 
 
 def _encode(data: object) -> str:
     return json.dumps(data, allow_nan=False)
+
+
+_json_string: Callable[[str], str] = json.encoder.encode_basestring_ascii  # json.dumps(str)
 
 
 def _peer_tail(base: str, override: Override | None) -> str:
@@ -405,13 +460,10 @@ def override_json(o: Override, present: bool, name: str) -> dict[str, Any]:
 
 
 def _override_listing(d: Daemon, overrides: list[Override]) -> list[dict[str, Any]]:
-    present = d.present_peers()
-    names = d.peer_names()
+    keys = [(o.interface, o.public_key) for o in overrides]
     return [
-        override_json(
-            o, (o.interface, o.public_key) in present, names.get((o.interface, o.public_key), "")
-        )
-        for o in overrides
+        override_json(o, here, name)
+        for o, here, name in zip(overrides, d.present(keys), d.peer_names(keys), strict=True)
     ]
 
 
@@ -463,8 +515,8 @@ async def get_status(request: web.Request) -> web.Response:
 
     def build(fragments: Fragments, live: dict[tuple[str, bytes], Override]) -> str:
         pol = d.policy
-        present = d.present_peers()
-        absent = [o for key, o in live.items() if key not in present]
+        absent = [o for o, here in zip(live.values(), d.present(list(live)), strict=True)
+                  if not here]
         head = _encode(
             {
                 "version": d.version,
@@ -613,7 +665,7 @@ def parse_override(
         raise ApiError(400, f"expires_in must be > 0 and at most {MAX_EXPIRY:g} s", "expires_in")
     # Well-formed: now the peer must exist (404) before the values are weighed (422).
     found = _find_interface(snapshot, iface)
-    if not any(p.public_key == key for p in found.peers):
+    if not has_peer(found, key):
         raise ApiError(404, f"unknown peer {key_text} on {_shown(iface)}", "public_key")
     if mode is None and core is None:
         raise ApiError(422, "an override needs a mode, a core, or both", "mode")

@@ -48,13 +48,13 @@ from wghybrid._conns import ConnectionGuard, GuardedSite, limits_for
 from wghybrid._files import read_regular
 from wghybrid.api import BUSY, Access, build_app
 from wghybrid.core.controller import Controller
+from wghybrid.core.status import counts, locate
 from wghybrid.dataplane import DataPlane, DataPlaneError, TransientError
 from wghybrid.loop import TickResult, run_tick
 from wghybrid.metrics import DaemonMetrics
 from wghybrid.model import (
     GatewaySample,
     InterfaceStatus,
-    Mode,
     Operation,
     Override,
     encode_key,
@@ -188,7 +188,6 @@ class Daemon:
         self._state_lock = asyncio.Lock()
         self._reload_lock = asyncio.Lock()
         self._tasks: set[asyncio.Task[Any]] = set()
-        self._present: tuple[object, frozenset[OverrideKey], dict[OverrideKey, str]] | None = None
         self._stop_waiter: asyncio.Task[Any] | None = None
         self.manage_gc = False
         """`wghybrid run` sets it: the daemon's process times the garbage collector's full
@@ -227,35 +226,26 @@ class Daemon:
         now = self.wall()
         return [o for o in sorted_overrides(self.overrides.values()) if o.active(now)]
 
-    def _peers_index(self) -> tuple[frozenset[OverrideKey], dict[OverrideKey, str]]:
-        snap = self.snapshot
-        if self._present is None or self._present[0] is not snap:
-            keys = frozenset((p.interface, p.public_key) for i in snap for p in i.peers)
-            names = {(p.interface, p.public_key): p.name for i in snap for p in i.peers if p.name}
-            self._present = (snap, keys, names)
-        return self._present[1], self._present[2]
+    def present(self, keys: list[OverrideKey]) -> list[bool]:
+        """For each (interface, key), whether the peer is in the last snapshot."""
+        return [at is not None for at in locate(self.snapshot, keys)]
 
-    def present_peers(self) -> frozenset[OverrideKey]:
-        """(interface, key) of every peer in the last snapshot."""
-        return self._peers_index()[0]
-
-    def peer_names(self) -> dict[OverrideKey, str]:
-        """Friendly names: the snapshot's, then the policy's for peers not present."""
-        names = self._peers_index()[1]
+    def peer_names(self, keys: list[OverrideKey]) -> list[str]:
+        """For each (interface, key) of an override, its friendly name: the snapshot's,
+        else the policy's, else ""."""
         policy_names = self.policy.names
-        if not policy_names:
-            return names
-        merged = {
-            (o.interface, o.public_key): policy_names[o.public_key]
-            for o in self.overrides.values()
-            if o.public_key in policy_names
-        }
-        merged.update(names)
-        return merged
+        out = []
+        for key, at in zip(keys, locate(self.snapshot, keys), strict=True):
+            name = at[0].name_at(at[1]) if at is not None else ""
+            if not name and key in self.overrides:
+                name = policy_names.get(key[1], "")
+            out.append(name)
+        return out
 
     def override_presence(self) -> list[tuple[Override, bool]]:
-        present = self.present_peers()
-        return [(o, (o.interface, o.public_key) in present) for o in self.live_overrides()]
+        live = self.live_overrides()
+        return list(zip(live, self.present([(o.interface, o.public_key) for o in live]),
+                        strict=True))
 
     # -- state ---------------------------------------------------------------------
     def restore_state(self, state: DaemonState) -> None:
@@ -489,12 +479,9 @@ class Daemon:
         log.log(level, "%s", line)
 
     def status_line(self) -> str:
-        peers = [p for i in self.snapshot for p in i.peers]
-        inline = sum(p.mode == Mode.INLINE for p in peers)
-        pinned = sum(p.pinned for p in peers)
-        unmanaged = sum(p.unmanaged is not None for p in peers)
+        peers, inline, pinned, unmanaged = counts(self.snapshot)
         parts = [
-            f"{len(peers)} peers: {inline} inline, {len(peers) - inline} vanilla",
+            f"{peers} peers: {inline} inline, {peers - inline} vanilla",
             f"{pinned} pinned",
             f"{unmanaged} unmanaged",
             f"policy {self.policy.name}",

@@ -20,6 +20,7 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 
+from wghybrid.core.status import columns
 from wghybrid.model import InterfaceStatus, Mode, Override, PeerClass, encode_key
 
 Presence = Callable[[], Sequence[tuple[Override, bool]]]
@@ -117,18 +118,27 @@ class _SnapshotCollector(Collector):
             crypt.add_metric([iface.name], len(iface.crypt_cores))
             inline_cores.add_metric([iface.name], len(iface.inline_cores))
             napi.add_metric([iface.name], float(iface.threaded_napi))
-            for p in iface.peers:
-                labels = [p.interface, encode_key(p.public_key)]
-                peer_info.add_metric(labels, {"name": p.name})
-                gauges["rx"].add_metric(labels, p.rx_bps)
-                gauges["tx"].add_metric(labels, p.tx_bps)
-                gauges["cpu"].add_metric(labels, p.cpu)
-                gauges["inline"].add_metric(labels, float(p.mode == Mode.INLINE))
-                gauges["elephant"].add_metric(labels, float(p.pclass == PeerClass.ELEPHANT))
-                gauges["core"].add_metric(labels, p.core)
-                gauges["pinned"].add_metric(labels, float(p.pinned))
-                gauges["unmanaged"].add_metric(labels, float(p.unmanaged is not None))
-                gauges["time"].add_metric(labels, p.time_in_mode)
+            # Column by column from the snapshot's arrays: no PeerStatus objects.
+            cols = columns(iface)
+            rows = zip(
+                cols.public_keys(), cols.names(), cols.rx_bps.tolist(), cols.tx_bps.tolist(),
+                cols.cpu.tolist(), (cols.mode == Mode.INLINE).astype(float).tolist(),
+                (cols.pclass == PeerClass.ELEPHANT).astype(float).tolist(), cols.core.tolist(),
+                cols.pinned.astype(float).tolist(), (cols.unmanaged >= 0).astype(float).tolist(),
+                cols.time_in_mode.tolist(), strict=True,
+            )
+            for key, name, rx, tx, cpu, inline, elephant, core, pinned, unmanaged, t in rows:
+                labels = [cols.interface, key]
+                peer_info.add_metric(labels, {"name": name})
+                gauges["rx"].add_metric(labels, rx)
+                gauges["tx"].add_metric(labels, tx)
+                gauges["cpu"].add_metric(labels, cpu)
+                gauges["inline"].add_metric(labels, inline)
+                gauges["elephant"].add_metric(labels, elephant)
+                gauges["core"].add_metric(labels, core)
+                gauges["pinned"].add_metric(labels, pinned)
+                gauges["unmanaged"].add_metric(labels, unmanaged)
+                gauges["time"].add_metric(labels, t)
         yield peer_info
         yield from gauges.values()
         yield crypt

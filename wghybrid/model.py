@@ -15,6 +15,7 @@ import base64
 import binascii
 import enum
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -214,10 +215,30 @@ class GatewaySample:
 
 
 @dataclass(frozen=True, slots=True)
+class Reason:
+    """Why the controller planned an operation: the rule that fired and its numbers.
+
+    `rule` is a stable word (for machines and filters); `text` one line for people;
+    `numbers` the figures the decision compared, by name (Gbps, cores, seconds), in the
+    order they are best read. Reasons never take part in comparing operations."""
+
+    rule: str
+    text: str
+    numbers: tuple[tuple[str, float], ...] = ()
+
+    def number(self, name: str) -> float | None:
+        for k, v in self.numbers:
+            if k == name:
+                return v
+        return None
+
+
+@dataclass(frozen=True, slots=True)
 class SetPeerMode:
     interface: str
     public_key: bytes
     mode: Mode
+    reason: Reason | None = field(default=None, compare=False)
 
     def describe(self) -> str:
         return f"peer {self.interface}/{short_key(self.public_key)} mode {self.mode}"
@@ -228,6 +249,7 @@ class SetPeerCore:
     interface: str
     public_key: bytes
     core: int
+    reason: Reason | None = field(default=None, compare=False)
 
     def describe(self) -> str:
         return f"peer {self.interface}/{short_key(self.public_key)} core {self.core}"
@@ -237,6 +259,7 @@ class SetPeerCore:
 class SetCryptCores:
     interface: str
     cores: frozenset[int]
+    reason: Reason | None = field(default=None, compare=False)
 
     def describe(self) -> str:
         return f"dev {self.interface} crypt-cores {format_cores(self.cores)}"
@@ -246,6 +269,7 @@ class SetCryptCores:
 class SetThreadedNapi:
     interface: str
     enabled: bool
+    reason: Reason | None = field(default=None, compare=False)
 
     def describe(self) -> str:
         return f"dev {self.interface} threaded-napi {'on' if self.enabled else 'off'}"
@@ -346,6 +370,8 @@ class InterfaceStatus:
     inline_cores: frozenset[int]
     """Cores carrying at least one inline tunnel."""
     threaded_napi: bool
-    peers: tuple[PeerStatus, ...]
+    peers: Sequence[PeerStatus]
+    """A tuple, or (from the controller) `wghybrid.core.status.PeerColumns`: the same
+    peers as columns, which makes `PeerStatus` objects only when iterated or indexed."""
     unsupported: tuple[str, ...] = ()
     """Device knobs the data plane refused for good (a permanent error), with the reason."""

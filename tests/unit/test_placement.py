@@ -10,7 +10,14 @@ from factory import key
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from wghybrid.core.placement import MIN_LOAD, PlanInput, PlanOutput, plan_operations, size_pool
+from wghybrid.core.placement import (
+    MIN_LOAD,
+    MOVE_GAIN,
+    PlanInput,
+    PlanOutput,
+    plan_operations,
+    size_pool,
+)
 from wghybrid.model import Mode, SetCryptCores, SetPeerCore, SetPeerMode, SetThreadedNapi
 from wghybrid.policy import NapiPolicy, Placement
 
@@ -110,14 +117,20 @@ def test_unmanaged_peers_are_left_alone() -> None:
     assert out.mode[1] == Mode.VANILLA
 
 
-def test_rebalance_needs_the_improvement_threshold() -> None:
-    # core 0 holds 0.5 + 0.1, core 1 holds 0.5: moving 0.1 narrows a 0.1 gap to 0.1.
-    inp = make([Mode.INLINE] * 3, core=[0, 0, 1], load=[0.5, 0.1, 0.5], cores=2)
-    assert plan_operations(inp, Placement()).plan == ()
-    # core 0 holds 0.5 + 0.4, core 1 nothing but 0.05: a move halves the gap.
+def test_rebalance_moves_only_off_short_cores() -> None:
+    # Imbalanced but not short (0.5 + 0.4 against 0.05): nobody loses traffic, no move.
     inp = make([Mode.INLINE] * 3, core=[0, 0, 1], load=[0.5, 0.4, 0.05], cores=2)
+    assert plan_operations(inp, Placement()).plan == ()
+    # Short by less than MOVE_GAIN (0.55 + 0.5 = 1.05 cores): tolerated, no move.
+    inp = make([Mode.INLINE] * 3, core=[0, 0, 1], load=[0.55, 0.5, 0.05], cores=2)
+    assert plan_operations(inp, Placement()).plan == ()
+    # Short (0.7 + 0.6 = 1.3 cores) with room elsewhere: one move.
+    inp = make([Mode.INLINE] * 3, core=[0, 0, 1], load=[0.7, 0.6, 0.05], cores=2)
     out = plan_operations(inp, Placement())
     assert [type(op) for op in out.plan] == [SetPeerCore]
+    # ... but not while the core is measured unsaturated (the estimate alone moves nothing).
+    inp = replace(inp, saturated=np.zeros(2, bool))
+    assert plan_operations(inp, Placement()).plan == ()
 
 
 def test_threaded_napi_follows_policy() -> None:
@@ -156,7 +169,8 @@ def test_applying_a_plan_then_planning_again_yields_nothing(s: tuple) -> None:
 @given(situations)
 def test_no_core_is_oversubscribed_by_a_plan(s: tuple) -> None:
     """With enough room (mean inline load per inline core <= 0.5), no core's inline
-    load exceeds one core, and inline tunnels stay off the crypt pool."""
+    load exceeds one core by MOVE_GAIN or more (a smaller excess is tolerated: moving for
+    it would be churn), and inline tunnels stay off the crypt pool."""
     mode, want, core, load, elig, ncores = s
     core = [c if c < ncores else -1 for c in core]
     inp = make(mode, want, core, load, cores=ncores)
@@ -168,7 +182,7 @@ def test_no_core_is_oversubscribed_by_a_plan(s: tuple) -> None:
         return
     per_core = np.bincount(out.core[inline], weights=np.maximum(np.asarray(load), MIN_LOAD)[inline],
                            minlength=ncores)
-    assert per_core.max() <= 1.0 + 1e-9
+    assert per_core.max() < 1.0 + MOVE_GAIN
     assert not set(out.core[inline].tolist()) & out.pool
     if out.pool:
         assert set(out.core[~inline].tolist()) <= out.pool

@@ -344,12 +344,15 @@ PLAUSIBLE: dict[str, st.SearchStrategy[Any]] = {
     "inline_saturation": fraction(),
     "min_dwell": fraction(0, 100),
     "latent_heat": fraction(0, 100),
+    "probe_gain": fraction(0, 12),
+    "demand_decay": fraction(0, 100),
     "max_moves": st.integers(0, 100),
     "migrate_improvement": fraction(),
     "vanilla_pool_min": st.integers(0, 4),
     "pool_headroom": fraction(0, 0.6),
     "core_capacity": fraction(),
     "threaded_napi": st.sampled_from(["auto", "on", "off", "yes"]),
+    "min_gain": fraction(0, 1.2),
 }
 
 

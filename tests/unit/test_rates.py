@@ -8,8 +8,15 @@ from factory import Gateway, key
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from wghybrid.core.rates import update_rates
-from wghybrid.model import GatewaySample, InterfaceState, PeerTable
+from wghybrid.core.rates import (
+    identities,
+    lookup,
+    realign,
+    rows_of,
+    same_rows,
+    update_rates,
+)
+from wghybrid.model import GatewaySample, InterfaceState, PeerTable, raw_key
 
 pytestmark = pytest.mark.unit
 
@@ -118,3 +125,112 @@ def test_vectorised_over_many_peers() -> None:
     gw.advance(2.0, np.linspace(0.0, 4.0, 1000))
     r = update_rates(r, gw.sample(), half_life=0.0)
     np.testing.assert_allclose(r.gbps, np.linspace(0.0, 4.0, 1000), rtol=1e-6, atol=1e-6)
+
+
+# -- churn: the vectorised alignment against a dict of identities --------------------------
+
+
+def reference_identities(ifnames: tuple[str, ...], iface: np.ndarray, keys: np.ndarray
+                         ) -> list[bytes]:
+    names = [n.encode() for n in ifnames]
+    return [names[i] + b"/" + raw_key(k) for i, k in zip(iface.tolist(), keys.tolist(),
+                                                         strict=True)]
+
+
+def reference_lookup(old: tuple[tuple[str, ...], np.ndarray, np.ndarray],
+                     new: tuple[tuple[str, ...], np.ndarray, np.ndarray]) -> list[int]:
+    """The per-peer dict the alignment used to build (the last of equal identities wins)."""
+    index = {ident: i for i, ident in enumerate(reference_identities(*old))}
+    return [index.get(ident, -1) for ident in reference_identities(*new)]
+
+
+KEY_POOL = [
+    key(1), key(2), key(3), bytes(32), b"\xff" * 32,
+    key(1)[:8] + b"\x01" * 24,  # the first 8 bytes of key(1): same digest, other key
+    b"\x07" * 31 + b"\0",  # trailing NUL, which an "S32" array hides
+]
+NAMES = ("wg0", "wg1", "wg-ü")
+
+
+@st.composite
+def tables(draw: st.DrawFn, max_rows: int = 12) -> tuple[tuple[str, ...], np.ndarray, np.ndarray]:
+    ifnames = tuple(draw(st.lists(st.sampled_from(NAMES), min_size=1, max_size=3)))
+    rows = draw(st.lists(st.tuples(st.integers(0, len(ifnames) - 1),
+                                   st.integers(0, len(KEY_POOL) - 1)), max_size=max_rows))
+    iface = np.array([i for i, _ in rows], dtype=np.int32)
+    keys = np.array([KEY_POOL[k] for _, k in rows], dtype="S32")
+    return ifnames, iface, keys
+
+
+@settings(max_examples=300, deadline=None)
+@given(old=tables(), new=tables())
+def test_lookup_equals_the_dict_of_identities(
+    old: tuple[tuple[str, ...], np.ndarray, np.ndarray],
+    new: tuple[tuple[str, ...], np.ndarray, np.ndarray],
+) -> None:
+    """Duplicates, names listed twice, digest collisions, NUL-ended keys: same rows."""
+    assert lookup(*old, *new).tolist() == reference_lookup(old, new)
+    assert identities(*old) == reference_identities(*old)
+
+
+def test_lookup_many_peers_churn_and_reshuffle() -> None:
+    rng = np.random.default_rng(3)
+    n = 5000
+    keys = rng.integers(0, 256, (n, 32), dtype=np.uint8).view("S32").ravel()
+    iface = (rng.random(n) < 0.3).astype(np.int32)
+    names = ("wg0", "wg1")
+    perm = rng.permutation(n)
+    assert lookup(names, iface, keys, names, iface[perm], keys[perm]).tolist() == perm.tolist()
+    # 1 % gone, 1 % new at the end, and wg1 renamed: its peers are new peers
+    keep = np.sort(rng.choice(n, n - 50, replace=False))
+    new_keys = np.concatenate([keys[keep], rng.integers(0, 256, (50, 32), np.uint8)
+                               .view("S32").ravel()])
+    new_iface = np.concatenate([iface[keep], np.zeros(50, np.int32)])
+    old, new = (names, iface, keys), (("wg0", "wg9"), new_iface, new_keys)
+    assert lookup(*old, *new).tolist() == reference_lookup(old, new)
+
+
+def test_rows_of_finds_keys_by_interface_name() -> None:
+    names = ("wg0", "wg1")
+    iface = np.array([0, 1, 0], dtype=np.int32)
+    keys = np.array([key(1), key(1), key(2)], dtype="S32")
+    wanted = [("wg1", key(1)), ("wg0", key(2)), ("wg2", key(1)), ("wg0", key(3))]
+    assert rows_of(names, iface, keys, wanted).tolist() == [1, 2, -1, -1]
+    assert rows_of(names, iface, keys, []).tolist() == []
+
+
+def test_an_interface_index_out_of_range_raises_as_before() -> None:
+    with pytest.raises(IndexError):
+        identities(("wg0",), np.array([1], dtype=np.int32), np.array([key(1)], dtype="S32"))
+    with pytest.raises(IndexError):
+        lookup(("wg0",), np.array([1], dtype=np.int32), np.array([key(1)], dtype="S32"),
+               ("wg0",), np.array([0], dtype=np.int32), np.array([key(1)], dtype="S32"))
+
+
+@settings(max_examples=100, deadline=None)
+@given(ticks=st.lists(tables(max_rows=8), min_size=2, max_size=6))
+def test_churned_rates_equal_the_reference_alignment(
+    ticks: list[tuple[tuple[str, ...], np.ndarray, np.ndarray]],
+) -> None:
+    """Rates folded through churn are those of the dict alignment, row for row."""
+    r = None
+    for t, (ifnames, iface, keys) in enumerate(ticks):
+        n = len(keys)
+        s = GatewaySample(
+            now=float(t), cores=2, core_busy_ns=np.zeros(2, np.uint64),
+            interfaces=tuple(InterfaceState(name, frozenset(), False) for name in ifnames),
+            peers=PeerTable.build(iface, keys, rx_bytes=np.arange(n, dtype=np.uint64) * 1000
+                                  * (t + 1), epoch=np.ones(n, np.uint64)),
+        )
+        if r is not None:
+            rows = realign(r, s)
+            if same_rows(r, ifnames, s.peers):  # the fast path, as before: row for row
+                assert rows is None
+            else:
+                want = reference_lookup((r.ifnames, r.iface, r.key), (ifnames, iface, keys))
+                assert rows is not None and rows.tolist() == want
+                expected = update_rates(r, s, 0.0, np.asarray(want, dtype=np.int64))
+                got = update_rates(r, s, 0.0)
+                np.testing.assert_array_equal(got.rx_bps, expected.rx_bps)
+                np.testing.assert_array_equal(got.valid, expected.valid)
+        r = update_rates(r, s, 0.0)

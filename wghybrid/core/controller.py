@@ -1,28 +1,48 @@
 """The controller: the decision side of a tick, pure (no I/O), state owned by the caller.
 
-    sample (I/O) -> rates (pure) -> classify (pure) -> plan (pure) -> apply (I/O)
+    sample (I/O) -> rates -> estimate -> assign -> place -> apply (I/O)
 
-`Controller.plan()` runs the three pure stages on one `GatewaySample` and returns a
-`Plan`; `wghybrid.loop.run_tick` does the I/O on either side. The controller keeps, per
-peer and aligned row for row with the last sample: smoothed rates, class and latent heat,
-when the peer entered its mode, the mode it was found in; and per gateway: the vanilla
-pool decided last, the learned CPU cost of a Gbps in each mode, and what the data plane
-refused for good (unmanaged peers, unsupported device knobs).
+`Controller.plan()` runs the pure stages on one `GatewaySample` and returns a `Plan`;
+`wghybrid.loop.run_tick` does the I/O on either side. It decides for the gateway as a
+whole (docs/controller.md):
 
-Adoption: a peer seen for the first time gets the class that matches its mode and starts
-its dwell, so a restarted daemon changes nothing it finds until the traffic says so.
+1. rates (`rates.py`): smoothed rates for people, instantaneous ones for deciding;
+2. estimate (`estimate.py`): each tunnel's demand, found out even where its reading is
+   censored (capped by its core, its mode or a saturated pool), and each mode's cost in
+   cores per Gbps, learned from this gateway's counters;
+3. assign (`assign.py`): the vanilla set and pool size that deliver the most for the
+   estimated demand, then use the least CPU, kept unless another beats it by a margin;
+   a tunnel changes mode only once the change has been wanted for `latent_heat`
+   seconds and the tunnel has dwelt `min_dwell` seconds in its mode;
+4. place (`placement.py`): cores for tunnels that change mode, and moves off cores that
+   are short, by estimated demand.
+
+Every operation carries its `Reason` (the numbers that caused it).
+
+State kept per peer, aligned row for row with the last sample: smoothed and instantaneous
+rates, demand estimate, class (elephant: wants more than one inline core), when it entered
+its mode (shown) and when its mode last changed (dwell), the change it wants and since
+when, the mode it was found in; per gateway: learned costs, the pool decided last, what the
+data plane refused for good (unmanaged peers, unsupported device knobs).
+
+Adoption: a peer seen for the first time keeps the mode it is in and starts its dwell, so a
+restarted daemon changes no mode for `min_dwell` seconds, and afterwards only when the
+traffic says so (the assignment is kept unless another beats it by the margin).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
-from wghybrid.core.classify import Classes, adopt_classes, update_classes
+from wghybrid.core.assign import Assignment, Model, assign
+from wghybrid.core.classify import Classes
+from wghybrid.core.estimate import Cap, Costs, Demand, alone, censoring, update_demand
 from wghybrid.core.placement import PlanInput, PlanOutput, plan_operations
-from wghybrid.core.rates import Rates, identities, realign, update_rates
+from wghybrid.core.rates import Rates, realign, rows_of, update_rates
+from wghybrid.core.status import build_status
 from wghybrid.model import (
     F64,
     U8,
@@ -32,23 +52,20 @@ from wghybrid.model import (
     Operation,
     Override,
     PeerClass,
-    PeerStatus,
     Plan,
+    Reason,
     SetCryptCores,
     SetPeerCore,
     SetPeerMode,
     SetThreadedNapi,
+    format_cores,
     raw_key,
 )
 from wghybrid.policy import Policy
 
-DEFAULT_INLINE_COST = 1.0 / 2.8
-"""Cores per Gbps of an inline tunnel until measured (FACTS.md: ~2.8 Gbps per core)."""
-DEFAULT_VANILLA_COST = 32.0 / 48.0
-"""Cores per Gbps of a vanilla tunnel until measured (FACTS.md: 48 Gbps on 32 cores)."""
-COST_HALF_LIFE = 30.0
-"""Seconds: learned costs move slowly, they describe the machine, not the traffic."""
-MIN_GBPS_FOR_COST = 0.05
+NEVER = -np.inf
+SHORT_PERSIST = 5.0
+"""Seconds a core must stay saturated before tunnels are moved off it."""
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -57,8 +74,25 @@ class _PeerState:
 
     classes: Classes
     mode_since: F64
+    """When the peer entered its mode, or was adopted (shown as time in mode)."""
     found_mode: U8
     last_mode: U8
+    demand: Demand | None
+    """Estimated demand (`estimate.update_demand`), None before the first reading."""
+    changed_at: F64
+    """When its mode last changed, or when it was adopted: the dwell runs from it."""
+    want_mode: U8
+    want_since: F64
+    """Since when the assignment has wanted `want_mode` for it (nan: it wants no change)."""
+    last_core: np.ndarray
+    moved_at: F64
+    key_at_change: U8
+    """The peer's demand class and the gateway's state when the controller last changed
+    its mode (255: never, or an operator did): it changes back only once one of them has
+    changed."""
+    auto: np.ndarray
+    """bool: the last plan changed this peer's mode automatically."""
+    """When its core last changed (-inf: never seen moving)."""
 
 
 def _take(arr: np.ndarray, rows: np.ndarray, fill: float | int) -> np.ndarray:
@@ -67,18 +101,35 @@ def _take(arr: np.ndarray, rows: np.ndarray, fill: float | int) -> np.ndarray:
     return np.where(rows >= 0, arr[np.where(rows >= 0, rows, 0)], fill).astype(arr.dtype)
 
 
+def _gb(x: float) -> str:
+    return f"{x:.2f}" if abs(x) < 10 else f"{x:.1f}"
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class Decision:
+    """What the last tick saw and compared, for reasons and for explaining."""
+
+    demand: Demand
+    costs: Costs
+    assignment: Assignment | None
+    pool_demand_gbps: float
+
+
 class Controller:
     """Decides modes and cores for every peer of one gateway, tick after tick."""
 
     def __init__(self, policy: Policy) -> None:
         self._policy = policy
         self._rates: Rates | None = None
+        self._fast: Rates | None = None
         self._peers: _PeerState | None = None
         self._sample: GatewaySample | None = None
         self._last: PlanOutput | None = None
+        self._decision: Decision | None = None
         self._pool: frozenset[int] | None = None
-        self._index: dict[bytes, int] | None = None
-        self._cost = {Mode.INLINE: DEFAULT_INLINE_COST, Mode.VANILLA: DEFAULT_VANILLA_COST}
+        self._costs = Costs()
+        self._short_since: F64 = np.zeros(0)
+        self._bound = False
         self._unmanaged: dict[bytes, str] = {}
         self._unsupported: dict[tuple[str, str], str] = {}
         self.transitions = 0
@@ -89,91 +140,132 @@ class Controller:
         return self._policy
 
     def set_policy(self, policy: Policy) -> None:
-        """Takes effect at the next tick; rates, classes and dwell clocks carry over."""
+        """Takes effect at the next tick; rates, estimates and dwell clocks carry over."""
         self._policy = policy
 
+    @property
+    def costs(self) -> Costs:
+        """The learned per-mode costs."""
+        return self._costs
+
+    @property
+    def decision(self) -> Decision | None:
+        """What the last tick estimated and compared."""
+        return self._decision
+
     # -- the pure stages -----------------------------------------------------------
-    def _observe(self, sample: GatewaySample) -> tuple[Rates, _PeerState, float]:
-        prev = self._rates
-        rows = realign(prev, sample)
-        rates = update_rates(prev, sample, self._policy.smoothing, rows)
+    def _align(self, sample: GatewaySample, rows: np.ndarray | None) -> _PeerState:
         mode = sample.peers.mode
         n = len(sample.peers)
-        dt = sample.now - prev.now if prev is not None else 0.0
-        if self._peers is None or prev is None:
-            st = _PeerState(adopt_classes(mode), np.full(n, sample.now), mode.copy(), mode.copy())
-        else:
-            st = self._peers
-            if rows is not None:
-                fresh = rows < 0
-                adopted = adopt_classes(mode)
-                st = _PeerState(
-                    Classes(
-                        np.where(fresh, adopted.pclass, _take(st.classes.pclass, rows, 0)).astype(
-                            np.uint8
-                        ),
-                        _take(st.classes.heat, rows, 0.0),
-                    ),
-                    np.where(fresh, sample.now, _take(st.mode_since, rows, 0.0)),
-                    np.where(fresh, mode, _take(st.found_mode, rows, 0)).astype(np.uint8),
-                    np.where(fresh, mode, _take(st.last_mode, rows, 0)).astype(np.uint8),
-                )
-                self._index = None
-        # A mode the data plane now reports differently starts a new dwell.
-        changed = mode != st.last_mode
-        mode_since = np.where(changed, sample.now, st.mode_since)
-        inline = mode == Mode.INLINE
-        classes = update_classes(
-            st.classes, rates.gbps, rates.cpu, inline, rates.valid, dt, self._policy.classify
+        st = self._peers
+        if st is None or self._rates is None:
+            return _PeerState(Classes(np.where(mode == Mode.VANILLA, PeerClass.ELEPHANT,
+                                               PeerClass.MOUSE).astype(np.uint8),
+                                      np.zeros(n)),
+                              np.full(n, sample.now), mode.copy(), mode.copy(), None,
+                              np.full(n, sample.now), mode.copy(), np.full(n, np.nan),
+                              sample.peers.core.copy(), np.full(n, NEVER),
+                              np.full(n, 255, np.uint8), np.zeros(n, dtype=bool))
+        if rows is None:
+            return st
+        fresh = rows < 0
+        adopted = np.where(mode == Mode.VANILLA, PeerClass.ELEPHANT, PeerClass.MOUSE)
+        return _PeerState(
+            Classes(np.where(fresh, adopted, _take(st.classes.pclass, rows, 0)).astype(np.uint8),
+                    np.zeros(n)),
+            np.where(fresh, sample.now, _take(st.mode_since, rows, 0.0)),
+            np.where(fresh, mode, _take(st.found_mode, rows, 0)).astype(np.uint8),
+            np.where(fresh, mode, _take(st.last_mode, rows, 0)).astype(np.uint8),
+            None if st.demand is None else Demand(
+                _take(st.demand.gbps, rows, 0.0), _take(st.demand.measured, rows, 0.0),
+                _take(st.demand.censored, rows, False), _take(st.demand.cause, rows, 0),
+                _take(st.demand.peak, rows, 0.0)),
+            np.where(fresh, sample.now, _take(st.changed_at, rows, NEVER)),
+            np.where(fresh, mode, _take(st.want_mode, rows, 0)).astype(np.uint8),
+            np.where(fresh, np.nan, _take(st.want_since, rows, np.nan)),
+            np.where(fresh, sample.peers.core, _take(st.last_core, rows, -1)).astype(np.int32),
+            np.where(fresh, NEVER, _take(st.moved_at, rows, NEVER)),
+            np.where(fresh, 255, _take(st.key_at_change, rows, 255)).astype(np.uint8),
+            np.where(fresh, False, _take(st.auto, rows, False)).astype(bool),
         )
-        self._learn_costs(rates, mode, dt)
-        return rates, _PeerState(classes, mode_since, st.found_mode, mode.copy()), dt
-
-    def _learn_costs(self, rates: Rates, mode: U8, dt: float) -> None:
-        if dt <= 0:
-            return
-        alpha = 1.0 - 2.0 ** (-dt / COST_HALF_LIFE)
-        gbps = rates.gbps
-        for m in (Mode.INLINE, Mode.VANILLA):
-            sel = rates.valid & (mode == m) & (gbps > MIN_GBPS_FOR_COST)
-            total = float(gbps[sel].sum())
-            if total > 0:
-                measured = float(rates.cpu[sel].sum()) / total
-                self._cost[m] += alpha * (measured - self._cost[m])
 
     def _rows_of(self, keys: Sequence[tuple[str, bytes]]) -> list[int]:
-        if self._rates is None:
+        if self._rates is None or not keys:
             return [-1] * len(keys)
-        if self._index is None:
-            r = self._rates
-            idents = identities(r.ifnames, r.iface, r.key)
-            self._index = {ident: i for i, ident in enumerate(idents)}
-        return [self._index.get(i.encode() + b"/" + k, -1) for i, k in keys]
+        r = self._rates
+        return rows_of(r.ifnames, r.iface, r.key, keys).tolist()
 
     def plan(self, sample: GatewaySample, overrides: Sequence[Override], wall_now: float) -> Plan:
         """Fold in one sample and decide; returns the operations to apply (maybe none)."""
-        rates, st, _dt = self._observe(sample)
-        self._rates, self._peers, self._sample = rates, st, sample
         pol = self._policy
+        cl = pol.classify
+        prev = self._rates
+        rows = realign(prev, sample)
+        st = self._align(sample, rows)
+        rates = update_rates(prev, sample, pol.smoothing, rows)
+        # The same counters unsmoothed: decisions react within a tick; people read the
+        # smoothed ones.
+        fast = update_rates(self._fast, sample, 0.0, rows)
+        dt = sample.now - prev.now if prev is not None else 0.0
         peers = sample.peers
         n = len(peers)
-        ifnames = rates.ifnames
+        mode = peers.mode
+        now = sample.now
 
+        # A mode the data plane now reports differently starts a new dwell.
+        changed = mode != st.last_mode
+        mode_since = np.where(changed, now, st.mode_since)
+        changed_at = np.where(changed, now, st.changed_at)
+        moved_at = np.where(peers.core != st.last_core, now, st.moved_at)
+        # A core is short when inline work has kept it saturated for SHORT_PERSIST seconds
+        # (a burst of noise saturates one for a tick or two: no move for that).
+        # Saturated by inline work (the inline tunnels' own CPU counters): the busy time
+        # of a core also counts threads that fill whatever softirq work leaves.
+        inl = (mode == Mode.INLINE) & (peers.core >= 0)
+        busy_now = np.bincount(peers.core[inl], weights=fast.cpu[inl],
+                               minlength=sample.cores)[:sample.cores]
+        if self._short_since.shape != busy_now.shape:
+            self._short_since = np.full(busy_now.shape, np.nan)
+        hot = busy_now >= cl.inline_saturation
+        self._short_since = np.where(hot, np.where(np.isnan(self._short_since), now,
+                                                   self._short_since), np.nan)
+        saturated = hot & (now - np.nan_to_num(self._short_since, nan=now) >= SHORT_PERSIST)
+
+        observed_pool = frozenset().union(*(i.crypt_cores for i in sample.interfaces)) \
+            if sample.interfaces else frozenset()
+        gbps = fast.gbps
+        cause = censoring(gbps, fast.cpu, fast.rx_pps + fast.tx_pps, fast.drop_pps, mode,
+                          peers.core, fast.core_busy, self._pool or observed_pool,
+                          self._costs, cl.inline_saturation)
+        costs = self._costs.learn(gbps, fast.cpu, mode, fast.valid, dt)
+        solo = alone(mode, peers.core, sample.cores) | (fast.cpu >= cl.inline_saturation)
+        ceiling = max(costs.vanilla_tunnel_gbps, costs.inline_tunnel_gbps) * (1 + cl.probe_gain)
+        demand = update_demand(st.demand if prev is not None else None, gbps, cause,
+                               fast.valid, dt, cl.probe_gain, cl.demand_decay, pol.smoothing,
+                               grow=solo, ceiling=ceiling)
+        cap_i = costs.inline_tunnel_gbps
+        pclass = np.where(demand.gbps > cap_i, PeerClass.ELEPHANT,
+                          np.where(demand.gbps < cap_i * 0.8, PeerClass.MOUSE,
+                                   st.classes.pclass)).astype(np.uint8)
+        self._costs = costs
+        self._rates, self._fast, self._sample = rates, fast, sample
+
+        ifnames = rates.ifnames
         managed = np.ones(n, dtype=bool)
         if pol.interfaces is not None:
             managed &= np.isin(
                 peers.iface, [k for k, name in enumerate(ifnames) if name in pol.interfaces]
             )
         if self._unmanaged:
-            rows = self._rows_of([(i.decode(), k) for i, k in
-                                  (ident.split(b"/", 1) for ident in self._unmanaged)])
-            managed[[r for r in rows if r >= 0]] = False
+            urows = self._rows_of([(i.decode(), k) for i, k in
+                                   (ident.split(b"/", 1) for ident in self._unmanaged)])
+            managed[[r for r in urows if r >= 0]] = False
         pin_mode = np.full(n, -1, dtype=np.int8)
         pin_core = np.full(n, -1, dtype=np.int32)
         live = [o for o in overrides if o.active(wall_now)]
         if live:
-            rows = self._rows_of([(o.interface, o.public_key) for o in live])
-            for o, r in zip(live, rows, strict=True):
+            orows = self._rows_of([(o.interface, o.public_key) for o in live])
+            for o, r in zip(live, orows, strict=True):
                 if r < 0:
                     continue
                 if o.mode is not None:
@@ -181,28 +273,85 @@ class Controller:
                 if o.core is not None:
                     pin_core[r] = o.core
 
-        gbps = rates.gbps
-        want = np.where(st.classes.pclass == PeerClass.ELEPHANT, Mode.VANILLA, Mode.INLINE)
-        mode = peers.mode
-        measured = rates.valid
-        load_inline = np.where(
-            measured & (mode == Mode.INLINE), rates.cpu, gbps * self._cost[Mode.INLINE]
-        )
-        load_vanilla = np.where(
-            measured & (mode == Mode.VANILLA), rates.cpu, gbps * self._cost[Mode.VANILLA]
-        )
         cores = tuple(sorted(pol.cores)) if pol.cores is not None else tuple(range(sample.cores))
         cores = tuple(c for c in cores if c < sample.cores) or tuple(range(sample.cores))
+        # A baseline reading (first tick, or every counter restarted): nothing is measured
+        # yet, so only operator pins are carried out.
+        measured = not n or bool(fast.valid.any())
+        pinned = managed & (pin_mode >= 0)
+        mode_eff = np.where(pinned, pin_mode, mode).astype(np.uint8)
+        # The gateway's state, with hysteresis: CPU-bound from 92 % busy, not below 80 %.
+        busy_all = fast.core_busy[list(cores)] if fast.core_busy.shape[0] >= sample.cores \
+            else np.zeros(0)
+        if busy_all.size:
+            frac = float(busy_all.mean())
+            self._bound = frac >= 0.92 or (self._bound and frac >= 0.8)
+        key = (pclass.astype(np.uint8) * 2 + np.uint8(self._bound)).astype(np.uint8)
+        key_at_change = np.where(changed, np.where(st.auto, key, 255),
+                                 st.key_at_change).astype(np.uint8)
+        # One mode change per change of the tunnel's demand class or the gateway's state:
+        # a tunnel whose situation is what it was at its last change does not go back.
+        fresh_situation = key != key_at_change
+        free = managed & ~pinned & fast.valid & ((now - changed_at) >= cl.min_dwell) \
+            & fresh_situation
+        if self._pool is not None:
+            cur_pool = len(self._pool)
+        else:
+            cur_pool = len(observed_pool & frozenset(cores))
+        pool_min = max(pol.placement.vanilla_pool_min, 1)
+        chosen: Assignment | None = None
+        target = mode_eff.copy()
+        want_mode, want_since = st.want_mode, st.want_since
+        pool_size: int | None = None
+        if measured and n:
+            chosen = assign(demand.gbps, mode_eff, free, costs, len(cores), cur_pool,
+                            promote_gbps=cl.promote_gbps, demote_gbps=cl.demote_gbps,
+                            pool_min=pool_min, min_gain=pol.placement.min_gain,
+                            pool_headroom=pol.placement.pool_headroom,
+                            core_fill=pol.placement.core_capacity)
+            want = np.where(chosen.vanilla, Mode.VANILLA, Mode.INLINE).astype(np.uint8)
+            wants = free & (want != mode_eff)
+            # Persistence: a change must be wanted, the same way, for latent_heat seconds.
+            keep = wants & (want == st.want_mode) & ~np.isnan(st.want_since)
+            want_since = np.where(keep, st.want_since, np.where(wants, now, np.nan))
+            want_mode = np.where(wants, want, mode_eff).astype(np.uint8)
+            ready = np.flatnonzero(wants & (now - want_since >= cl.latent_heat - 1e-9))
+            budget = pol.placement.max_moves
+            if ready.size > budget:
+                value = np.where(want[ready] == Mode.VANILLA, demand.gbps[ready] - cap_i,
+                                 demand.gbps[ready] * max(costs.vanilla - costs.inline, 0.0)
+                                 / max(costs.inline, 1e-9))
+                ready = ready[np.argsort(-value, kind="stable")[:budget]]
+            target[ready] = want[ready]
+            if ready.size:
+                pool_size = Model(demand.gbps, costs, len(cores),
+                                  pool_headroom=pol.placement.pool_headroom,
+                                  core_fill=pol.placement.core_capacity).best_pool(
+                    target == Mode.VANILLA, pool_min, cur_pool).pool
+            elif chosen.rule == "pool":
+                pool_size = chosen.pool
+            else:
+                pool_size = max(min(max(cur_pool, pool_min), len(cores) - (
+                    0 if (target == Mode.VANILLA).all() else 1)), 1) \
+                    if (target == Mode.VANILLA).any() else 0
+
+        self._peers = _PeerState(Classes(pclass, np.zeros(n)), mode_since, st.found_mode,
+                                 mode.copy(), demand, changed_at, want_mode, want_since,
+                                 peers.core.copy(), moved_at, key_at_change,
+                                 ~pinned & (target != mode))
+        load_inline = np.minimum(np.maximum(demand.peak, 0.0) * costs.inline, 1.0)
+        load_vanilla = np.minimum(demand.gbps, costs.vanilla_tunnel_gbps) \
+            / costs.vanilla_tunnel_gbps
         inp = PlanInput(
-            now=sample.now,
+            now=now,
             ifnames=ifnames,
             iface=peers.iface,
             key=peers.key,
             mode=mode,
             core=peers.core,
-            want=want.astype(np.uint8),
-            eligible=(sample.now - st.mode_since) >= pol.classify.min_dwell,
-            urgency=np.where(want == Mode.VANILLA, gbps, -gbps),
+            want=target,
+            eligible=np.ones(n, dtype=bool),
+            urgency=np.zeros(n),
             pin_mode=pin_mode,
             pin_core=pin_core,
             managed=managed,
@@ -213,14 +362,116 @@ class Controller:
             threaded_napi=tuple(i.threaded_napi for i in sample.interfaces),
             pool=self._pool,
             core_busy=rates.core_busy,
-            # A baseline reading (first tick, or every counter restarted): nothing is
-            # measured yet, so only operator pins are carried out.
-            measured=not len(rates) or bool(rates.valid.any()),
+            measured=measured,
+            saturated=saturated,
+            settled=(now - moved_at) >= cl.min_dwell,
+            pool_size=pool_size,
         )
         out = plan_operations(inp, pol.placement)
         self._last = out
         self._pool = out.pool
-        return tuple(op for op in out.plan if not self._refused(op))
+        v_gbps = float(np.minimum(demand.gbps[target == Mode.VANILLA],
+                                  costs.vanilla_tunnel_gbps).sum())
+        self._decision = Decision(demand, costs, chosen, v_gbps)
+        ops = self._with_reasons(out, inp, demand, costs, chosen, pinned, pin_core, v_gbps)
+        return tuple(op for op in ops if not self._refused(op))
+
+    def _with_reasons(
+        self, out: PlanOutput, inp: PlanInput, demand: Demand, costs: Costs,
+        chosen: Assignment | None, pinned: np.ndarray, pin_core: np.ndarray, v_gbps: float,
+    ) -> list[Operation]:
+        cap_i = costs.inline_tunnel_gbps
+        gw: tuple[tuple[str, float], ...] = ()
+        if chosen is not None:
+            gw = (("gateway_gbps_before", chosen.current.gbps),
+                  ("gateway_gbps_after", chosen.chosen.gbps),
+                  ("gateway_cores_before", chosen.current.cpu),
+                  ("gateway_cores_after", chosen.chosen.cpu))
+        cost_nums = (("inline_cores_per_gbps", costs.inline),
+                     ("vanilla_cores_per_gbps", costs.vanilla),
+                     ("inline_tunnel_gbps", cap_i))
+        core_load = np.bincount(np.clip(inp.core, 0, None)[inp.mode == Mode.INLINE],
+                                weights=inp.load_inline[inp.mode == Mode.INLINE],
+                                minlength=max(inp.cores, default=0) + 1)
+        ops: list[Operation] = []
+        for op, row in zip(out.plan, out.rows, strict=True):
+            if row < 0:
+                ops.append(replace(op, reason=self._device_reason(op, out, costs, v_gbps)))
+                continue
+            d, m = float(demand.gbps[row]), float(demand.measured[row])
+            cause = int(demand.cause[row])
+            peer_nums = (("demand_gbps", d), ("measured_gbps", m),
+                         ("censored", float(cause != Cap.NONE)))
+            seen = f"measured {_gb(m)} Gbps"
+            if cause != Cap.NONE:
+                seen += f", capped ({Cap.NAMES[cause]}): wants at least {_gb(d)}"
+            else:
+                seen += f", demand estimate {_gb(d)}"
+            if isinstance(op, SetPeerMode):
+                if pinned[row]:
+                    r = Reason("override", f"operator override: mode {op.mode}", peer_nums)
+                elif op.mode == Mode.VANILLA:
+                    r = Reason(
+                        "more-than-inline",
+                        f"{seen} Gbps, more than one inline core carries ({_gb(cap_i)}); "
+                        f"the gateway is estimated to deliver {_gb(gw[0][1])} -> "
+                        f"{_gb(gw[1][1])} Gbps", peer_nums + cost_nums + gw)
+                elif chosen is not None and chosen.rule == "floor":
+                    r = Reason("below-demote",
+                               f"{seen} Gbps, below the demote level "
+                               f"({_gb(self._policy.classify.demote_gbps)})",
+                               peer_nums + cost_nums)
+                elif chosen is not None and chosen.rule == "cpu":
+                    r = Reason(
+                        "fits-inline",
+                        f"{seen} Gbps, fits one inline core ({_gb(cap_i)}): as much "
+                        f"throughput on {_gb(gw[2][1])} -> {_gb(gw[3][1])} cores",
+                        peer_nums + cost_nums + gw)
+                else:
+                    r = Reason(
+                        "gateway-throughput",
+                        f"{seen} Gbps; inline for more gateway throughput "
+                        f"({_gb(gw[0][1]) if gw else '?'} -> "
+                        f"{_gb(gw[1][1]) if gw else '?'} Gbps): vanilla costs "
+                        f"{_gb(costs.vanilla)} cores per Gbps, inline {_gb(costs.inline)}",
+                        peer_nums + cost_nums + gw)
+            else:
+                assert isinstance(op, SetPeerCore)
+                old = int(inp.core[row])
+                moved_mode = out.mode[row] != inp.mode[row]
+                if pin_core[row] >= 0:
+                    r = Reason("override", f"operator override: core {op.core}", peer_nums)
+                elif moved_mode:
+                    r = Reason("placed", f"placed for mode {Mode(int(out.mode[row]))} on "
+                               f"core {op.core}, the least loaded", peer_nums)
+                elif out.mode[row] == Mode.INLINE and old >= 0 and old < core_load.shape[0] \
+                        and core_load[old] > 1.0:
+                    r = Reason("core-short",
+                               f"core {old} is short: its inline tunnels want "
+                               f"{_gb(float(core_load[old]))} cores", peer_nums +
+                               (("core_load_before", float(core_load[old])),))
+                else:
+                    what = "pool" if out.mode[row] == Mode.VANILLA else "inline cores"
+                    r = Reason("misplaced", f"core {old} is not among the {what}; "
+                               f"placed on core {op.core}", peer_nums)
+            ops.append(replace(op, reason=r))
+        return ops
+
+    def _device_reason(self, op: Operation, out: PlanOutput, costs: Costs,
+                       v_gbps: float) -> Reason:
+        if isinstance(op, SetCryptCores):
+            return Reason(
+                "pool-size",
+                f"vanilla pool of {len(op.cores)} cores ({format_cores(op.cores)}) for an "
+                f"estimated {_gb(v_gbps)} Gbps of vanilla demand at {_gb(costs.vanilla)} "
+                f"cores per Gbps",
+                (("pool_cores", float(len(op.cores))), ("vanilla_demand_gbps", v_gbps),
+                 ("vanilla_cores_per_gbps", costs.vanilla)))
+        assert isinstance(op, SetThreadedNapi)
+        return Reason("threaded-napi", "the device has vanilla peers (threaded NAPI spreads "
+                      "their polls)" if op.enabled else "the device has no vanilla peer"
+                      if self._policy.placement.threaded_napi == "auto"
+                      else f"policy threaded_napi = {self._policy.placement.threaded_napi}")
 
     def _refused(self, op: Operation) -> bool:
         if isinstance(op, SetCryptCores):
@@ -283,48 +534,5 @@ class Controller:
         sample, rates, st = self._sample, self._rates, self._peers
         if sample is None or rates is None or st is None:
             return ()
-        pol = self._policy
-        peers = sample.peers
-        pins = {(o.interface, o.public_key): o for o in overrides if o.active(wall_now)}
-        cores = frozenset(c for c in (pol.cores or range(sample.cores)) if c < sample.cores)
-        out = []
-        rx, tx, cpu = rates.rx_bps.tolist(), rates.tx_bps.tolist(), rates.cpu.tolist()
-        pclass, mode = st.classes.pclass.tolist(), peers.mode.tolist()
-        core, since = peers.core.tolist(), st.mode_since.tolist()
-        for k, dev in enumerate(sample.interfaces):
-            rows = np.flatnonzero(peers.iface == k).tolist()
-            plist = []
-            for i in rows:
-                key = raw_key(peers.key[i])
-                ov = pins.get((dev.name, key))
-                plist.append(PeerStatus(
-                    interface=dev.name,
-                    public_key=key,
-                    name=pol.names.get(key, ""),
-                    mode=Mode(mode[i]),
-                    pclass=PeerClass(pclass[i]),
-                    pinned=ov is not None,
-                    rx_bps=rx[i],
-                    tx_bps=tx[i],
-                    cpu=cpu[i],
-                    core=core[i],
-                    time_in_mode=sample.now - since[i],
-                    override=ov,
-                    unmanaged=self._unmanaged.get(dev.name.encode() + b"/" + key),
-                ))
-            inline_cores = frozenset(
-                int(c) for c in peers.core[rows][peers.mode[rows] == Mode.INLINE] if c >= 0
-            )
-            out.append(InterfaceStatus(
-                name=dev.name,
-                cores=cores,
-                crypt_cores=dev.crypt_cores,
-                inline_cores=inline_cores,
-                threaded_napi=dev.threaded_napi,
-                peers=tuple(plist),
-                unsupported=tuple(
-                    f"{knob}: {why}" for (ifname, knob), why in sorted(self._unsupported.items())
-                    if ifname == dev.name
-                ),
-            ))
-        return tuple(out)
+        return build_status(sample, rates, st.classes.pclass, st.mode_since, self._policy,
+                            self._unmanaged, self._unsupported, overrides, wall_now)

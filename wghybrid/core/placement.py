@@ -52,6 +52,9 @@ one per core instead of piling onto the first empty one."""
 MIN_GAP = 0.05
 """A load gap (cores) below this is noise: no rebalancing move for it."""
 
+MOVE_GAIN = 0.1
+"""A move off a short core must let the two cores carry this much more (cores)."""
+
 
 @dataclass(frozen=True, slots=True, eq=False)
 class PlanInput:
@@ -95,6 +98,16 @@ class PlanInput:
     what they got, not what they wanted."""
     measured: bool = True
     """False on a baseline reading (no rates yet): only operator pins are carried out."""
+    saturated: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=bool))
+    """Per core, whether it is saturated now (measured). When given, a core is relieved
+    only while it is saturated: an estimate alone does not move tunnels. Empty: not
+    measured, the estimate decides."""
+    settled: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=bool))
+    """bool per peer: it may be moved to relieve a short core (empty: every peer). A peer
+    that moved recently is not moved again for that: moves under noise would chain."""
+    pool_size: int | None = None
+    """The pool size decided by the assignment stage (None: sized here from
+    `load_vanilla` with the grow/shrink hysteresis of `size_pool`)."""
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -105,6 +118,8 @@ class PlanOutput:
     """Mode of every peer once the plan is applied."""
     core: I32
     """Core of every peer once the plan is applied."""
+    rows: tuple[int, ...] = ()
+    """For each operation of `plan`, the peer row it is about (-1: a device setting)."""
 
 
 def size_pool(demand: float, current: int, minimum: int, headroom: float) -> int:
@@ -134,26 +149,44 @@ def _choose_pool(
 
 def _rebalance(
     core_load: F64, cores: np.ndarray, movable: np.ndarray, load: F64, new_core: I32,
-    touched: np.ndarray, budget: int, params: Placement,
+    touched: np.ndarray, budget: int, params: Placement, limit: float = 1.0,
+    saturated: np.ndarray | None = None,
 ) -> int:
-    """Move tunnels from the hottest to the coldest of `cores` while a move closes the gap
-    by `migrate_improvement` of it and the budget lasts (irqbalance's migrateval).
-    Updates `core_load`, `new_core` and `touched` in place; returns the budget left."""
+    """Relieve short cores: while the budget lasts, take the hottest core that carries
+    more than `limit` (its tunnels lose traffic) with two movable tunnels or more (and,
+    when `saturated` is given, that is measured saturated), and make the one move of one
+    of its tunnels to one of the least-loaded cores that most increases what the two
+    cores carry, sum(min(load, limit)); stop when no move gains `MIN_GAP` of a core and
+    `migrate_improvement` of the hot core's excess. An imbalance between cores that are
+    not short costs nothing, so it moves nothing: with noisy loads, moving for balance
+    alone is churn. Updates `core_load`, `new_core` and `touched` in place; returns the
+    budget left."""
+    ncores = core_load.shape[0]
     while budget > 0 and cores.size > 1:
-        loads = core_load[cores]
-        hot = int(cores[np.argmax(loads)])
-        cold = int(cores[np.argmin(loads)])
-        gap = core_load[hot] - core_load[cold]
-        if gap < MIN_GAP:
+        count = np.bincount(np.clip(new_core[movable], 0, ncores - 1), minlength=ncores)
+        short = (count[cores] >= 2) & (core_load[cores] > limit)
+        if saturated is not None and saturated.shape[0] >= ncores:
+            short &= saturated[cores]
+        if not short.any():
             break
-        on_hot = np.flatnonzero(movable & (new_core == hot))
-        if on_hot.size == 0 or (on_hot.size < 2 and core_load[hot] <= 1.0):
-            break  # a tunnel alone on its core: moving it cannot help
-        after = np.abs((core_load[hot] - load[on_hot]) - (core_load[cold] + load[on_hot]))
-        best = int(np.argmin(after))
-        if after[best] > (1.0 - params.migrate_improvement) * gap:
+        move = None
+        for hot in cores[short][np.argsort(-core_load[cores][short], kind="stable")].tolist():
+            on_hot = np.flatnonzero(movable & (new_core == hot))
+            colds = cores[cores != hot]
+            colds = colds[np.argsort(core_load[colds], kind="stable")[:4]]
+            w = load[on_hot][:, None]
+            before = min(core_load[hot], limit) + np.minimum(core_load[colds], limit)[None, :]
+            after = (np.minimum(core_load[hot] - w, limit)
+                     + np.minimum(core_load[colds][None, :] + w, limit))
+            gain = after - before
+            k = int(np.argmax(gain))
+            excess = core_load[hot] - limit
+            if float(gain.flat[k]) >= max(MOVE_GAIN, params.migrate_improvement * excess):
+                move = (int(hot), int(on_hot[k // colds.size]), int(colds[k % colds.size]))
+                break
+        if move is None:
             break
-        i = int(on_hot[best])
+        hot, i, cold = move
         core_load[hot] -= load[i]
         core_load[cold] += load[i]
         new_core[i] = cold
@@ -205,7 +238,9 @@ def plan_operations(inp: PlanInput, params: Placement) -> PlanOutput:
         demand_v = max(demand_v, busy)
     demand_i = float(inp.load_inline[inline].sum())
     n_inline = int(inline.sum())
-    if vanilla.any():
+    if vanilla.any() and inp.pool_size is not None:
+        size = max(1, min(inp.pool_size, len(inp.cores) - (1 if n_inline else 0)))
+    elif vanilla.any():
         size = size_pool(demand_v, len(prev_pool), max(params.vanilla_pool_min, 1),
                          params.pool_headroom)
         inline_min = 0
@@ -273,8 +308,11 @@ def plan_operations(inp: PlanInput, params: Placement) -> PlanOutput:
     # Rebalance: inline tunnels over the inline cores, and vanilla tunnels' serial work
     # over the pool.
     movable = managed & ~pin_core & inp.measured
+    if inp.settled.shape[0] == n:
+        movable &= inp.settled
+    sat = inp.saturated if inp.saturated.shape[0] else None
     budget = _rebalance(core_load, inline_cores, movable & inline, load, new_core, touched,
-                        budget, params)
+                        budget, params, saturated=sat)
     if pool:
         vload = np.maximum(inp.load_vanilla, MIN_LOAD)
         settled_v = vanilla & np.isin(new_core, pool_list)
@@ -285,6 +323,8 @@ def plan_operations(inp: PlanInput, params: Placement) -> PlanOutput:
 
     # -- 4. operations, in the order the data plane should see them ------------------
     ops: list[Operation] = []
+    rows: list[int] = []
+    rows_first: list[int] = []
     ifn = inp.ifnames
     for i in np.flatnonzero((target != inp.mode) | (new_core != inp.core)).tolist():
         name, key = ifn[int(inp.iface[i])], raw_key(inp.key[i])
@@ -298,7 +338,9 @@ def plan_operations(inp: PlanInput, params: Placement) -> PlanOutput:
             seq = [core_op, mode_op] if moved else [mode_op]  # core first: start inline there
         else:
             seq = [mode_op, core_op] if moved else [mode_op]  # leave inline, then move
-        (ops_first if pinned[i] or pin_core[i] else ops).extend(seq)
+        first = bool(pinned[i] or pin_core[i])
+        (ops_first if first else ops).extend(seq)
+        (rows_first if first else rows).extend([i] * len(seq))
 
     dev_ops: list[Operation] = []
     for k, name in enumerate(ifn):
@@ -314,4 +356,5 @@ def plan_operations(inp: PlanInput, params: Placement) -> PlanOutput:
         if inp.threaded_napi[k] != want_napi:
             dev_ops.append(SetThreadedNapi(name, want_napi))
     # Device settings first, so that tunnels turning vanilla land on a ready pool.
-    return PlanOutput(tuple(dev_ops + ops_first + ops), pool, target, new_core)
+    return PlanOutput(tuple(dev_ops + ops_first + ops), pool, target, new_core,
+                      tuple([-1] * len(dev_ops) + rows_first + rows))

@@ -17,11 +17,12 @@ Correctness at the edges, each handled without a Python loop per peer:
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from wghybrid.model import F64, U64, GatewaySample, Keys, PeerTable, raw_key
+from wghybrid.model import F64, KEY_LEN, U64, GatewaySample, Keys, PeerTable
 
 _COUNTERS = ("rx_bytes", "tx_bytes", "rx_packets", "tx_packets", "rx_cpu_ns", "tx_cpu_ns", "drops")
 _RATES = ("rx_bps", "tx_bps", "rx_pps", "tx_pps", "cpu", "drop_pps")
@@ -60,10 +61,31 @@ class Rates:
         return np.asarray((self.rx_bps + self.tx_bps) / 1e9, dtype=np.float64)
 
 
+def key_bytes(key: Keys) -> np.ndarray:
+    """The raw keys as an (n, 32) uint8 array (trailing NUL bytes included)."""
+    arr = np.ascontiguousarray(np.asarray(key, dtype="S32"))
+    return arr.view(np.uint8).reshape(-1, KEY_LEN)
+
+
 def identities(ifnames: tuple[str, ...], iface: np.ndarray, key: Keys) -> list[bytes]:
-    """One hashable identity per row: interface name + raw key."""
-    names = [n.encode() for n in ifnames]
-    return [names[i] + b"/" + raw_key(k) for i, k in zip(iface.tolist(), key.tolist(), strict=True)]
+    """One hashable identity per row: interface name + b"/" + raw key.
+
+    Built a whole interface at a time (one fixed-width byte array per interface, read
+    back as bytes), not concatenated per peer."""
+    iface = np.asarray(iface)
+    n = int(iface.shape[0])
+    raw = key_bytes(key)
+    names = [name.encode() + b"/" for name in ifnames]
+    codes = np.arange(len(names))[iface] if n else np.zeros(0, dtype=np.intp)  # IndexError
+    out = np.empty(n, dtype=object)
+    for code in np.unique(codes).tolist():
+        rows = np.flatnonzero(codes == code)
+        prefix = np.frombuffer(names[code], dtype=np.uint8)
+        block = np.empty((rows.shape[0], prefix.shape[0] + KEY_LEN), dtype=np.uint8)
+        block[:, : prefix.shape[0]] = prefix
+        block[:, prefix.shape[0]:] = raw[rows]
+        out[rows] = block.view(f"V{block.shape[1]}").ravel().tolist()
+    return list(out.tolist())
 
 
 def same_rows(prev: Rates, ifnames: tuple[str, ...], peers: PeerTable) -> bool:
@@ -76,15 +98,112 @@ def same_rows(prev: Rates, ifnames: tuple[str, ...], peers: PeerTable) -> bool:
     )
 
 
-def alignment(prev: Rates, ifnames: tuple[str, ...], peers: PeerTable) -> np.ndarray:
-    """For each row of `peers`, the row of `prev` with the same identity, or -1.
+_MIX = np.uint64(0x9E3779B97F4A7C15)
+_SMALL = 4096
 
-    Only runs when the peer set changed, so a dict is fine here: churn is rare and the
-    steady state takes the `same_rows` fast path.
-    """
-    index = {ident: i for i, ident in enumerate(identities(prev.ifnames, prev.iface, prev.key))}
-    rows = [index.get(ident, -1) for ident in identities(ifnames, peers.iface, peers.key)]
-    return np.asarray(rows, dtype=np.int64)
+
+class _Side:
+    """One side of a lookup, per row: a code for its interface's name, its raw key as four
+    64-bit words (one array each), and a 64-bit digest of both."""
+
+    __slots__ = ("code", "words", "digest")
+
+    def __init__(self, codes_of: dict[str, int], ifnames: tuple[str, ...], iface: np.ndarray,
+                 key: Keys) -> None:
+        table = np.array([codes_of[name] for name in ifnames], dtype=np.int64)
+        iface = np.asarray(iface)
+        # Indexing like the list of names the identities were built from: a negative index
+        # counts from the end, one past the end raises IndexError.
+        self.code = table[iface] if iface.shape[0] else np.zeros(0, dtype=np.int64)
+        self.words = np.ascontiguousarray(key_bytes(key).view(np.uint64).T)
+        self.digest = self.words[0] ^ (self.code.astype(np.uint64) * _MIX)
+
+    def sort(self, bits: int) -> tuple[np.ndarray, np.ndarray]:
+        """(row order, digests truncated to 64 - bits, in that order): one sort of plain
+        integers, the row number riding in the low bits (cheaper than an argsort)."""
+        low = np.uint64((1 << bits) - 1)
+        packed = np.sort((self.digest & ~low) | np.arange(self.digest.shape[0], dtype=np.uint64))
+        return (packed & low).astype(np.intp), packed >> np.uint64(bits)
+
+    def same(self, rows: np.ndarray, other: _Side, other_rows: np.ndarray) -> np.ndarray:
+        eq = self.code[rows] == other.code[other_rows]
+        for w in range(KEY_LEN // 8):
+            eq &= self.words[w][rows] == other.words[w][other_rows]
+        return eq
+
+
+def _match(old: _Side, new: _Side) -> np.ndarray:
+    """For each row of `new`, the row of `old` with the same identity (the last one when
+    `old` lists it twice, as a dict built from `old` would keep), or -1."""
+    n, m = old.digest.shape[0], new.digest.shape[0]
+    if n == 0 or m == 0:
+        return np.full(m, -1, dtype=np.int64)
+    bits = max(n, m).bit_length()
+    order, sorted_digest = old.sort(bits)
+    if bool(np.any(sorted_digest[1:] == sorted_digest[:-1])):
+        return _match_exact(old, new)  # duplicate identities or colliding digests: rare
+    if n <= _SMALL:
+        # A few rows looked up among many (overrides, marks): a binary search in a table
+        # that fits the cache needs no sort of the many.
+        qorder, qdigest = np.arange(m), new.digest >> np.uint64(bits)
+    else:
+        qorder, qdigest = new.sort(bits)
+    pos = np.minimum(np.searchsorted(sorted_digest, qdigest), n - 1)
+    cand = order[pos]
+    hit = (sorted_digest[pos] == qdigest) & old.same(cand, new, qorder)
+    rows = np.empty(m, dtype=np.int64)
+    rows[qorder] = np.where(hit, cand, -1)
+    return rows
+
+
+def _match_exact(old: _Side, new: _Side) -> np.ndarray:
+    """`_match` on whole identities (code, key): no digest, any duplicates."""
+
+    def ident(side: _Side) -> np.ndarray:
+        n = side.code.shape[0]
+        b = np.empty((n, 8 + KEY_LEN), dtype=np.uint8)
+        b[:, :8] = side.code.astype(">i8").view(np.uint8).reshape(n, 8)
+        b[:, 8:] = np.ascontiguousarray(side.words.T).view(np.uint8).reshape(n, KEY_LEN)
+        return b.view(f"V{8 + KEY_LEN}").ravel()
+
+    a, q = ident(old), ident(new)
+    order = np.argsort(a, kind="stable")
+    sorted_ids = a[order]
+    # The last of equal identities: with a stable sort, the last in `old`'s order.
+    pos = np.searchsorted(sorted_ids, q, side="right") - 1
+    found = pos >= 0
+    pos = np.maximum(pos, 0)
+    found &= sorted_ids[pos] == q
+    return np.where(found, order[pos], -1).astype(np.int64)
+
+
+def lookup(
+    old_ifnames: tuple[str, ...], old_iface: np.ndarray, old_key: Keys,
+    ifnames: tuple[str, ...], iface: np.ndarray, key: Keys,
+) -> np.ndarray:
+    """For each (interface, key) row of the second table, the row of the first with the
+    same identity (interface name + raw key; the last such row), or -1. Vectorised: two
+    sorts of 64-bit digests and one comparison of the candidates' whole keys."""
+    codes_of: dict[str, int] = {}
+    for name in (*old_ifnames, *ifnames):
+        codes_of.setdefault(name, len(codes_of))
+    return _match(_Side(codes_of, old_ifnames, old_iface, old_key),
+                  _Side(codes_of, ifnames, iface, key))
+
+
+def rows_of(
+    ifnames: tuple[str, ...], iface: np.ndarray, key: Keys, wanted: Sequence[tuple[str, bytes]]
+) -> np.ndarray:
+    """For each (interface name, raw key) of `wanted`, its row in the table, or -1."""
+    names = tuple(dict.fromkeys(name for name, _ in wanted))
+    q_iface = np.array([names.index(name) for name, _ in wanted], dtype=np.int64)
+    q_key = np.array([k for _, k in wanted], dtype="S32")
+    return lookup(ifnames, iface, key, names, q_iface, q_key)
+
+
+def alignment(prev: Rates, ifnames: tuple[str, ...], peers: PeerTable) -> np.ndarray:
+    """For each row of `peers`, the row of `prev` with the same identity, or -1."""
+    return lookup(prev.ifnames, prev.iface, prev.key, ifnames, peers.iface, peers.key)
 
 
 def _core_busy(prev: Rates, sample: GatewaySample, dt: float, alpha: float) -> F64:

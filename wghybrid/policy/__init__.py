@@ -21,33 +21,43 @@ class NapiPolicy(StrEnum):
 @dataclass(frozen=True, slots=True)
 class Classify:
     promote_gbps: float = 2.0
-    """A tunnel's smoothed rate (rx+tx) above which it is an elephant candidate."""
+    """Estimated demand (Gbps, rx+tx) above which a tunnel may be given vanilla; whether
+    it is depends on the gateway (the assignment's objective)."""
     demote_gbps: float = 1.0
-    """A vanilla tunnel's smoothed rate below which it is a mouse candidate (< promote)."""
-    inline_saturation: float = 0.85
-    """Fraction of one core an inline tunnel may use before it counts as saturated:
-    its rate is capped by that core, so saturation means it wants more."""
+    """Estimated demand below which a vanilla tunnel always goes back inline (< promote)."""
+    inline_saturation: float = 0.95
+    """Busy fraction of a core from which an inline tunnel on it counts as capped by it
+    (its reading is censored: it wants more than it got)."""
     min_dwell: float = 30.0
     """Seconds a tunnel stays in a mode before it may change again."""
-    latent_heat: float = 5.0
-    """Seconds of sustained excess (time over the threshold, weighted by how far over,
-    relative to the threshold) a tunnel must accumulate before it changes class."""
+    latent_heat: float = 1.0
+    """Seconds a mode change must be wanted, the same way at every tick, before it is made
+    (a one-tick burst changes nothing)."""
+    probe_gain: float = 0.3
+    """A censored reading counts as this much more than it got (0.3: 30 %), so that a
+    capped tunnel is offered more room when the gateway has it."""
+    demand_decay: float = 15.0
+    """Half-life, seconds, of the demand estimate's fall (it follows a rise at once)."""
 
 
 @dataclass(frozen=True, slots=True)
 class Placement:
-    max_moves: int = 8
+    max_moves: int = 32
     """Operations on peers (mode or core changes) per tick, at most."""
     migrate_improvement: float = 0.10
     """A core move must cut the load imbalance between the two cores by this fraction."""
     vanilla_pool_min: int = 2
     """Smallest crypt-worker pool while any tunnel is vanilla."""
-    pool_headroom: float = 0.25
-    """The pool grows when its demand exceeds (1-headroom)*size, shrinks when demand
-    would fit in a pool one core smaller with twice the headroom."""
+    pool_headroom: float = 0.05
+    """Fraction of the vanilla pool kept free: the pool is sized so that the vanilla
+    tunnels' estimated demand fills (1 - headroom) of it."""
     core_capacity: float = 0.9
-    """Fraction of a core the planner fills with inline tunnels before it spills."""
+    """Fraction of a core inline tunnels are counted to fill when the assignment counts
+    the cores they need (a core is relieved only when its demand exceeds the whole core)."""
     threaded_napi: NapiPolicy = NapiPolicy.AUTO
+    min_gain: float = 0.03
+    """An assignment replaces the current one only when it delivers this fraction more
+    (of the gateway's throughput), or as much on this fraction less CPU."""
 
 
 @dataclass(frozen=True, slots=True)

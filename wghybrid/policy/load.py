@@ -306,6 +306,8 @@ _CLASSIFY: dict[str, _Check] = {
     "inline_saturation": _Number(0, 1, lo_open=True, unit="fraction of one core"),
     "min_dwell": _Number(0, 86_400, unit="seconds"),
     "latent_heat": _Number(0, 3600, unit="seconds"),
+    "probe_gain": _Number(0, 10, unit="fraction of the reading"),
+    "demand_decay": _Number(0, 86_400, unit="seconds"),
 }
 _PLACEMENT: dict[str, _Check] = {
     "max_moves": _Number(1, 1_000_000, integer=True, unit="operations per tick"),
@@ -316,6 +318,7 @@ _PLACEMENT: dict[str, _Check] = {
     "pool_headroom": _Number(0, 0.5, hi_open=True, unit="fraction of the pool"),
     "core_capacity": _Number(0, 1, lo_open=True, unit="fraction of one core"),
     "threaded_napi": _Napi(),
+    "min_gain": _Number(0, 1, hi_open=True, unit="fraction of throughput or CPU"),
 }
 _SECTIONS: dict[str, dict[str, _Check]] = {"classify": _CLASSIFY, "placement": _PLACEMENT}
 _TABLES = ("classify", "placement", "names")
