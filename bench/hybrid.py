@@ -50,7 +50,9 @@ Targets (TARGETS; each scenario is checked, every miss printed with its numbers)
   mean (+-5 s), above 1/inline_cost Gbps of the model (2.8). Hysteresis: the class goes up
   above 1.10x that level and down below 0.90x, starting from "smoothed > level" at t = 0.
   Allowance per tunnel = its class changes + 1 if its initial mode does not match its
-  initial class (up: vanilla, down: inline). Fails if any tunnel's mode changes over the
+  initial class (up: vanilla, down: inline) or the oracle's first configuration (under
+  overload the most efficient assignment wins: an "up" tunnel found vanilla may go
+  inline once). Fails if any tunnel's mode changes over the
   whole run exceed its allowance; the worst tunnel and the count over are reported.
 - steady (scenarios declaring `steady = true`): after the warm-up no mode change, and at
   most 1 core move per 100 tunnels per 10 minutes (scaled by the post-warm-up duration).
@@ -220,12 +222,18 @@ def class_changes(cls: np.ndarray) -> np.ndarray:
     return (c[1:] != c[:-1]).sum(axis=0).astype(np.int64)
 
 
-def mode_allowance(cls: np.ndarray, initial_mode: U8) -> np.ndarray:
+def mode_allowance(cls: np.ndarray, initial_mode: U8,
+                   oracle_first: U8 | None = None) -> np.ndarray:
     """Per tunnel, the mode changes allowed: class changes + 1 if the initial mode is wrong
-    for the initial class (up: vanilla, down: inline)."""
+    for the initial class (up: vanilla, down: inline) or is not the mode the oracle's first
+    configuration gives it (under overload the most efficient assignment wins, so an
+    "up" tunnel found vanilla may rightly go inline once)."""
     c = np.asarray(cls, dtype=bool)
     want = np.where(c[0], int(Mode.VANILLA), int(Mode.INLINE))
-    return class_changes(c) + (np.asarray(initial_mode) != want).astype(np.int64)
+    wrong = np.asarray(initial_mode) != want
+    if oracle_first is not None:
+        wrong |= np.asarray(initial_mode) != np.asarray(oracle_first)
+    return class_changes(c) + wrong.astype(np.int64)
 
 
 Event = tuple[float, int, int]
@@ -676,7 +684,11 @@ def bench_scenario(scenario: Scenario, policy: Policy, warmup: float,
     cls = demand_class(centred_mean(offered, width), level)
     hy_modes, hy_moves = events["hybrid"]
     changes = per_tunnel_counts(hy_modes, n)
-    allowance = mode_allowance(cls, initial_mode)
+    oracle_first = initial_mode.astype(np.int64).copy()
+    for t, i, m in events["oracle"][0]:
+        if t <= step + 1e-9:
+            oracle_first[i] = m
+    allowance = mode_allowance(cls, initial_mode, oracle_first)
     over = changes - allowance
     worst_i = int(np.argmax(over)) if n else 0
     mode_class: dict[str, Any] = {

@@ -15,6 +15,7 @@ from wghybrid.core.placement import (
     MOVE_GAIN,
     PlanInput,
     PlanOutput,
+    _rebalance,
     plan_operations,
     size_pool,
 )
@@ -118,19 +119,30 @@ def test_unmanaged_peers_are_left_alone() -> None:
 
 
 def test_rebalance_moves_only_off_short_cores() -> None:
-    # Imbalanced but not short (0.5 + 0.4 against 0.05): nobody loses traffic, no move.
+    # Imbalanced but not short (at most core_capacity), by less than SPREAD_GAP
+    # (0.5 + 0.3 against 0.5): nobody loses traffic, no move.
+    inp = make([Mode.INLINE] * 3, core=[0, 0, 1], load=[0.5, 0.3, 0.5], cores=2)
+    assert plan_operations(inp, Placement()).plan == ()
+    # By more than SPREAD_GAP (0.5 + 0.4 against 0.05: what a change of the inline cores
+    # leaves behind): evened out, one move.
     inp = make([Mode.INLINE] * 3, core=[0, 0, 1], load=[0.5, 0.4, 0.05], cores=2)
+    assert [type(op) for op in plan_operations(inp, Placement()).plan] == [SetPeerCore]
+    # Short (0.6 + 0.4 = 1.0) but no room on the other core (0.7): a move would only make
+    # that one short. No move.
+    inp = make([Mode.INLINE] * 3, core=[0, 0, 1], load=[0.6, 0.4, 0.7], cores=2)
     assert plan_operations(inp, Placement()).plan == ()
-    # Short by less than MOVE_GAIN (0.55 + 0.5 = 1.05 cores): tolerated, no move.
-    inp = make([Mode.INLINE] * 3, core=[0, 0, 1], load=[0.55, 0.5, 0.05], cores=2)
-    assert plan_operations(inp, Placement()).plan == ()
-    # Short (0.7 + 0.6 = 1.3 cores) with room elsewhere: one move.
-    inp = make([Mode.INLINE] * 3, core=[0, 0, 1], load=[0.7, 0.6, 0.05], cores=2)
-    out = plan_operations(inp, Placement())
-    assert [type(op) for op in out.plan] == [SetPeerCore]
-    # ... but not while the core is measured unsaturated (the estimate alone moves nothing).
-    inp = replace(inp, saturated=np.zeros(2, bool))
-    assert plan_operations(inp, Placement()).plan == ()
+
+
+def test_a_short_core_is_relieved_only_while_measured_saturated() -> None:
+    load = np.array([0.7, 0.6, 0.05])
+    for saturated, moves in ((None, 1), (np.array([True, True]), 1),
+                             (np.array([False, False]), 0)):
+        core_load = np.array([1.3, 0.05])
+        new_core = np.array([0, 0, 1], np.int32)
+        touched = np.zeros(3, bool)
+        left = _rebalance(core_load, np.array([0, 1]), np.ones(3, bool), load, new_core,
+                          touched, 8, Placement(), limit=0.9, saturated=saturated)
+        assert 8 - left == moves, saturated
 
 
 def test_threaded_napi_follows_policy() -> None:

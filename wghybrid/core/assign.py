@@ -43,9 +43,10 @@ MIN_GAIN_GBPS = 0.25
 """No reassignment for less than this throughput gain, however small the gateway."""
 MIN_SAVING_CORES = 0.25
 """No reassignment for less than this CPU saving."""
-LPT_ITEMS_PER_CORE = 3
-"""The packing places the largest `3 * cores` inline tunnels one by one; the rest (each
-smaller than any of those) fill the room left as a fluid."""
+LPT_ITEMS_PER_CORE = 2
+"""The packing places the largest `2 * cores` inline tunnels one by one; the rest (each
+smaller than any of those, so at most half a core when the head fits) fill the room left
+as a fluid."""
 GRID = 8
 """With many candidates for vanilla, this many k values first, then around the best."""
 
@@ -72,26 +73,52 @@ class Assignment:
     candidates: int
 
 
-def pack(w_desc: F64, cores: int) -> float:
+def pack(w_desc: F64, cores: int, rest: float | None = None) -> float:
     """Cores' worth of inline work carried when items (cores each, sorted largest first)
-    go onto `cores` cores by LPT, each core carrying at most 1."""
+    go onto `cores` cores by LPT, each core carrying at most 1. `rest`: the total of
+    further items, each smaller than these, that fill the room left as a fluid (None:
+    the items beyond the first 3 per core are that rest)."""
     n = w_desc.shape[0]
-    if n == 0 or cores <= 0:
+    if cores <= 0 or (n == 0 and not rest):
         return 0.0
-    if n <= cores:
+    if rest is None:
+        big = min(n, LPT_ITEMS_PER_CORE * cores)
+        rest = float(w_desc[big:].sum())
+        w_desc = w_desc[:big]
+        n = big
+    if n <= cores and rest <= 0:
         return float(np.minimum(w_desc, 1.0).sum())
-    big = min(n, LPT_ITEMS_PER_CORE * cores)
     heap = [0.0] * cores
-    for w in w_desc[:big].tolist():
+    for w in w_desc.tolist():
         heapq.heapreplace(heap, heap[0] + w)
     loads = np.asarray(heap)
-    rest = float(w_desc[big:].sum())
     return float(np.minimum(loads, 1.0).sum()) + min(rest, float(np.maximum(1.0 - loads,
                                                                              0.0).sum()))
 
 
+@dataclass(frozen=True, slots=True)
+class _View:
+    """One vanilla set, reduced to what scoring it needs (independent of the pool)."""
+
+    nv: int
+    n_inline: int
+    s_v: float
+    """Gbps the vanilla tunnels can carry (each up to the vanilla ceiling)."""
+    head: F64
+    """The largest inline items (cores), sorted, at most LPT_ITEMS_PER_CORE per core."""
+    rest: float
+    """The other inline items' total (cores)."""
+
+    @property
+    def inline_total(self) -> float:
+        return float(self.head.sum()) + self.rest
+
+
 class Model:
-    """The fluid model of one gateway for one tick: demands, costs, cores."""
+    """The fluid model of one gateway for one tick: demands, costs, cores.
+
+    Vanilla sets are given as row indices; everything per set costs O(set + cores), not
+    O(tunnels), so that many candidates can be scored at 100,000 tunnels."""
 
     def __init__(self, demand: F64, costs: Costs, ncores: int, *, pool_headroom: float = 0.15,
                  core_fill: float = 0.9) -> None:
@@ -104,46 +131,71 @@ class Model:
         self.core_fill = core_fill
         """Fraction of a core inline tunnels fill when counting the cores they need."""
         self.order = np.argsort(-self.demand, kind="stable")
-        self.sorted_w = self.demand[self.order] * costs.inline
+        self.rank = np.empty_like(self.order)
+        self.rank[self.order] = np.arange(self.order.shape[0])
+        self.w = self.demand * costs.inline
+        self.sorted_w = self.w[self.order]
+        self.total_w = float(self.w.sum())
+        self.v_cap = np.minimum(self.demand, costs.vanilla_tunnel_gbps)
 
-    def inline_need(self, vanilla: np.ndarray) -> float:
-        return float(self.sorted_w[~vanilla[self.order]].sum())
+    def view(self, vidx: np.ndarray) -> _View:
+        n = self.demand.shape[0]
+        nv = int(vidx.shape[0])
+        span = LPT_ITEMS_PER_CORE * self.ncores
+        width = min(n, span + nv)
+        head_pos = np.arange(width)
+        if nv:
+            taken = np.zeros(width, dtype=bool)
+            r = self.rank[vidx]
+            taken[r[r < width]] = True
+            head_pos = head_pos[~taken]
+        head = self.sorted_w[head_pos[:span]]
+        rest = self.total_w - float(self.w[vidx].sum()) - float(head.sum())
+        return _View(nv, n - nv, float(self.v_cap[vidx].sum()), head, max(rest, 0.0))
 
-    def vanilla_gbps(self, vanilla: np.ndarray) -> float:
-        return float(np.minimum(self.demand[vanilla], self.costs.vanilla_tunnel_gbps).sum())
-
-    def score(self, vanilla: np.ndarray, pool: int) -> Score:
+    def score_view(self, v: _View, pool: int) -> Score:
         c = self.costs
-        s_v = self.vanilla_gbps(vanilla)
-        got_v = min(s_v, c.vanilla_capacity(pool * self.pool_util)) if pool > 0 else 0.0
-        w = self.sorted_w[~vanilla[self.order]]
-        got_i = pack(w, self.ncores - pool) / c.inline
+        got_v = (min(v.s_v, c.vanilla_capacity(pool * self.pool_util / c.pool_share))
+                 if pool > 0 and v.nv else 0.0)
+        got_i = pack(v.head, self.ncores - pool, v.rest) / c.inline if v.n_inline else 0.0
         return Score(got_v + got_i, got_v * c.vanilla_cost(got_v) + got_i * c.inline, pool)
 
-    def pools(self, vanilla: np.ndarray, minimum: int, current: int) -> list[int]:
+    def pools_view(self, v: _View, minimum: int, current: int) -> list[int]:
         """Pool sizes worth scoring for this vanilla set."""
-        nv = int(vanilla.sum())
-        if nv == 0:
+        if v.nv == 0:
             return [0]
-        n_in = vanilla.shape[0] - nv
-        lo = max(1, min(minimum, self.ncores - (1 if n_in else 0)))
-        hi = self.ncores - (1 if n_in else 0)
+        lo = max(1, min(minimum, self.ncores - (1 if v.n_inline else 0)))
+        hi = self.ncores - (1 if v.n_inline else 0)
         if hi < lo:
             return [max(1, hi)]
-        s_v = self.vanilla_gbps(vanilla)
-        need = math.ceil(s_v * self.costs.vanilla_cost(s_v) / self.pool_util - 1e-9)
-        fit = math.ceil(self.inline_need(vanilla) / self.core_fill - 1e-9)
+        need = math.ceil(v.s_v * self.costs.vanilla_cost(v.s_v) * self.costs.pool_share
+                         / self.pool_util - 1e-9)
+        fit = math.ceil(v.inline_total / self.core_fill - 1e-9)
         want = {need, need + 1, self.ncores - fit, self.ncores - fit - 1, current}
         return sorted({min(max(p, lo), hi) for p in want})
 
-    def best_pool(self, vanilla: np.ndarray, minimum: int, current: int) -> Score:
+    def best_pool_idx(self, vidx: np.ndarray, minimum: int, current: int) -> Score:
+        v = self.view(vidx)
         best: Score | None = None
-        for p in self.pools(vanilla, minimum, current):
-            s = self.score(vanilla, p)
+        for p in self.pools_view(v, minimum, current):
+            s = self.score_view(v, p)
             if best is None or _better(s, best, current):
                 best = s
         assert best is not None
         return best
+
+    # Masks, for callers that have them.
+    def score(self, vanilla: np.ndarray, pool: int) -> Score:
+        return self.score_view(self.view(np.flatnonzero(vanilla)), pool)
+
+    def best_pool(self, vanilla: np.ndarray, minimum: int, current: int) -> Score:
+        return self.best_pool_idx(np.flatnonzero(vanilla), minimum, current)
+
+    def inline_need(self, vanilla: np.ndarray) -> float:
+        return self.view(np.flatnonzero(vanilla)).inline_total
+
+    def vanilla_gbps(self, vanilla: np.ndarray) -> float:
+        return float(self.v_cap[vanilla].sum())
 
 
 def _better(a: Score, b: Score, current_pool: int) -> bool:
@@ -185,13 +237,15 @@ def assign(
         v[cand[:k]] = True
         return v
 
+    base_idx = np.flatnonzero(base_v)
     scored: dict[int, Score] = {}
 
     def try_k(k: int) -> None:
         nonlocal count
         if k in scored or not 0 <= k <= cand.size:
             return
-        scored[k] = model.best_pool(mask(k), pool_min, cur_pool)
+        scored[k] = model.best_pool_idx(np.concatenate([base_idx, cand[:k]]), pool_min,
+                                        cur_pool)
         count += 1
 
     if cand.size <= 2 * GRID:
@@ -202,10 +256,13 @@ def assign(
             try_k(k)
         try_k(int((cur_v[cand]).sum()))
         try_k(int((demand[cand] > costs.inline_tunnel_gbps).sum()))
-        for _ in range(2):
-            k_best = _argbest(scored, cur_pool)
-            for dk in (-3, -2, -1, 1, 2, 3):
-                try_k(k_best + dk)
+        k_best = _argbest(scored, cur_pool)
+        step = max(1, cand.size // (GRID - 1))
+        for dk in sorted({-step // 2, -2, -1, 1, 2, step // 2} - {0}):
+            try_k(k_best + dk)
+        k_best = _argbest(scored, cur_pool)
+        for dk in (-1, 1):
+            try_k(k_best + dk)
     k_best = _argbest(scored, cur_pool)
     best_v, best = mask(k_best), scored[k_best]
     # The current assignment, with its best pool, competes too (it may not be "top k").

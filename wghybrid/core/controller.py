@@ -25,9 +25,9 @@ its mode (shown) and when its mode last changed (dwell), the change it wants and
 when, the mode it was found in; per gateway: learned costs, the pool decided last, what the
 data plane refused for good (unmanaged peers, unsupported device knobs).
 
-Adoption: a peer seen for the first time keeps the mode it is in and starts its dwell, so a
-restarted daemon changes no mode for `min_dwell` seconds, and afterwards only when the
-traffic says so (the assignment is kept unless another beats it by the margin).
+Adoption: a peer seen for the first time keeps the mode it is in; no mode changes for
+`ADOPT_SETTLE` seconds (its readings settle), and afterwards only when the traffic says so
+(the assignment is kept unless another beats it by the margin).
 """
 
 from __future__ import annotations
@@ -39,7 +39,15 @@ import numpy as np
 
 from wghybrid.core.assign import Assignment, Model, assign
 from wghybrid.core.classify import Classes
-from wghybrid.core.estimate import Cap, Costs, Demand, alone, censoring, update_demand
+from wghybrid.core.estimate import (
+    Cap,
+    Costs,
+    Demand,
+    alone,
+    censoring,
+    dominant,
+    update_demand,
+)
 from wghybrid.core.placement import PlanInput, PlanOutput, plan_operations
 from wghybrid.core.rates import Rates, realign, rows_of, update_rates
 from wghybrid.core.status import build_status
@@ -64,6 +72,8 @@ from wghybrid.model import (
 from wghybrid.policy import Policy
 
 NEVER = -np.inf
+ADOPT_SETTLE = 5.0
+"""Seconds after adoption before a peer's mode may change (its readings settle)."""
 SHORT_PERSIST = 5.0
 """Seconds a core must stay saturated before tunnels are moved off it."""
 
@@ -154,6 +164,14 @@ class Controller:
         return self._decision
 
     # -- the pure stages -----------------------------------------------------------
+    def _adopted(self, now: float) -> float:
+        """The `changed_at` of a peer adopted at `now`: its dwell ends ADOPT_SETTLE
+        seconds later (or at min_dwell, if shorter). Nobody changed its mode: the dwell
+        stops the controller undoing its own changes; an adopted peer only needs its
+        readings to settle."""
+        dwell = self._policy.classify.min_dwell
+        return now - dwell + min(dwell, ADOPT_SETTLE)
+
     def _align(self, sample: GatewaySample, rows: np.ndarray | None) -> _PeerState:
         mode = sample.peers.mode
         n = len(sample.peers)
@@ -163,7 +181,8 @@ class Controller:
                                                PeerClass.MOUSE).astype(np.uint8),
                                       np.zeros(n)),
                               np.full(n, sample.now), mode.copy(), mode.copy(), None,
-                              np.full(n, sample.now), mode.copy(), np.full(n, np.nan),
+                              np.full(n, self._adopted(sample.now)), mode.copy(),
+                              np.full(n, np.nan),
                               sample.peers.core.copy(), np.full(n, NEVER),
                               np.full(n, 255, np.uint8), np.zeros(n, dtype=bool))
         if rows is None:
@@ -180,7 +199,7 @@ class Controller:
                 _take(st.demand.gbps, rows, 0.0), _take(st.demand.measured, rows, 0.0),
                 _take(st.demand.censored, rows, False), _take(st.demand.cause, rows, 0),
                 _take(st.demand.peak, rows, 0.0)),
-            np.where(fresh, sample.now, _take(st.changed_at, rows, NEVER)),
+            np.where(fresh, self._adopted(sample.now), _take(st.changed_at, rows, NEVER)),
             np.where(fresh, mode, _take(st.want_mode, rows, 0)).astype(np.uint8),
             np.where(fresh, np.nan, _take(st.want_since, rows, np.nan)),
             np.where(fresh, sample.peers.core, _take(st.last_core, rows, -1)).astype(np.int32),
@@ -226,7 +245,7 @@ class Controller:
                                minlength=sample.cores)[:sample.cores]
         if self._short_since.shape != busy_now.shape:
             self._short_since = np.full(busy_now.shape, np.nan)
-        hot = busy_now >= cl.inline_saturation
+        hot = busy_now >= min(cl.inline_saturation, pol.placement.core_capacity)
         self._short_since = np.where(hot, np.where(np.isnan(self._short_since), now,
                                                    self._short_since), np.nan)
         saturated = hot & (now - np.nan_to_num(self._short_since, nan=now) >= SHORT_PERSIST)
@@ -237,8 +256,13 @@ class Controller:
         cause = censoring(gbps, fast.cpu, fast.rx_pps + fast.tx_pps, fast.drop_pps, mode,
                           peers.core, fast.core_busy, self._pool or observed_pool,
                           self._costs, cl.inline_saturation)
-        costs = self._costs.learn(gbps, fast.cpu, mode, fast.valid, dt)
-        solo = alone(mode, peers.core, sample.cores) | (fast.cpu >= cl.inline_saturation)
+        pool_now = [c for c in (self._pool or observed_pool) if c < fast.core_busy.shape[0]]
+        # Only a pool that is not the whole machine tells where vanilla's CPU lands.
+        pool_busy = float(fast.core_busy[pool_now].sum()) \
+            if pool_now and len(pool_now) < sample.cores else None
+        costs = self._costs.learn(gbps, fast.cpu, mode, fast.valid, dt, pool_busy)
+        solo = alone(mode, peers.core, sample.cores) | (fast.cpu >= cl.inline_saturation) \
+            | dominant(mode, peers.core, fast.cpu, sample.cores)
         ceiling = max(costs.vanilla_tunnel_gbps, costs.inline_tunnel_gbps) * (1 + cl.probe_gain)
         demand = update_demand(st.demand if prev is not None else None, gbps, cause,
                                fast.valid, dt, cl.probe_gain, cl.demand_decay, pol.smoothing,
@@ -287,7 +311,14 @@ class Controller:
             frac = float(busy_all.mean())
             self._bound = frac >= 0.92 or (self._bound and frac >= 0.8)
         key = (pclass.astype(np.uint8) * 2 + np.uint8(self._bound)).astype(np.uint8)
-        key_at_change = np.where(changed, np.where(st.auto, key, 255),
+        # The situation a change was made for: a tunnel made vanilla is treated as an
+        # elephant, one made inline on a gateway with CPU to spare as a mouse (it fits);
+        # made inline on a CPU-bound gateway, as what it is (an elephant may be, for
+        # efficiency). The class estimate lags the change, so it is not read back here.
+        made_for = np.where(mode == Mode.VANILLA, PeerClass.ELEPHANT,
+                            PeerClass.MOUSE if not self._bound else pclass)
+        made_key = (made_for.astype(np.uint8) * 2 + np.uint8(self._bound)).astype(np.uint8)
+        key_at_change = np.where(changed, np.where(st.auto, made_key, 255),
                                  st.key_at_change).astype(np.uint8)
         # One mode change per change of the tunnel's demand class or the gateway's state:
         # a tunnel whose situation is what it was at its last change does not go back.
@@ -328,6 +359,12 @@ class Controller:
                                   pool_headroom=pol.placement.pool_headroom,
                                   core_fill=pol.placement.core_capacity).best_pool(
                     target == Mode.VANILLA, pool_min, cur_pool).pool
+                if (target == Mode.VANILLA).any() and max(chosen.pool, pool_min) < pool_size:
+                    # The pool is shrinking: aim at its final size now, so that tunnels
+                    # turning inline are spread over the final inline cores rather than
+                    # packed onto today's few (the vanilla tunnels left in the smaller
+                    # pool are on their way out within a few ticks).
+                    pool_size = max(chosen.pool, pool_min)
             elif chosen.rule == "pool":
                 pool_size = chosen.pool
             else:

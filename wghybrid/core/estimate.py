@@ -53,6 +53,9 @@ SERIAL_CENSOR = 0.9
 """A vanilla tunnel at this fraction of the vanilla per-tunnel ceiling is capped by it."""
 POOL_CENSOR = 0.95
 """A vanilla pool busier than this on average is short: its tunnels are capped by it."""
+RISING = 1.25
+"""A reading this many times the mean demand is a rise: on a saturated shared core, the
+rising tunnel is the one that wants more (its readings compound)."""
 VANILLA_SLOPE = 0.0051
 """Extra vanilla cores per Gbps for each Gbps of vanilla throughput on the gateway: the
 crypt workers share one ring per device and bounce its cache lines, so vanilla costs more
@@ -73,6 +76,11 @@ class Costs:
     """Gbps of vanilla traffic the gateway carried when `vanilla` was measured."""
     vanilla_tunnel_gbps: float = VANILLA_TUNNEL_GBPS
     """The most one vanilla tunnel carries (its serial stages)."""
+    pool_share: float = 1.0
+    """Fraction of vanilla's CPU spent on the pool's cores (learned: the pool's busy time
+    over the vanilla tunnels' CPU). The rest — threaded NAPI polls, which the scheduler
+    puts wherever there is room — runs on other cores, after their softirq work, so it
+    does not take from inline tunnels: only this share has to fit in the pool."""
 
     @property
     def inline_tunnel_gbps(self) -> float:
@@ -93,8 +101,10 @@ class Costs:
             b = 0.05
         return float((-b + (b * b + 4.0 * a * cores) ** 0.5) / (2.0 * a))
 
-    def learn(self, gbps: F64, cpu: F64, mode: U8, valid: np.ndarray, dt: float) -> Costs:
-        """Fold one interval's readings in (instantaneous rates, not smoothed ones)."""
+    def learn(self, gbps: F64, cpu: F64, mode: U8, valid: np.ndarray, dt: float,
+              pool_busy: float | None = None) -> Costs:
+        """Fold one interval's readings in (instantaneous rates, not smoothed ones);
+        `pool_busy`: cores' worth of busy time on the pool's cores, when known."""
         if dt <= 0:
             return self
         alpha = 1.0 - 2.0 ** (-dt / COST_HALF_LIFE)
@@ -111,11 +121,15 @@ class Costs:
             vanilla = self.vanilla_cost(total)
             vanilla += alpha * (float(cpu[sel].sum()) / total - vanilla)
             at = total
+        share = self.pool_share
+        v_cpu = float(cpu[sel].sum()) if total > 0 else 0.0
+        if pool_busy is not None and v_cpu > 0.5:
+            share += alpha * (min(max(pool_busy / v_cpu, 0.5), 1.0) - share)
         seen = valid & (mode == Mode.VANILLA)
         ceiling = self.vanilla_tunnel_gbps
         if seen.any():
             ceiling = max(ceiling, float(gbps[seen].max()))
-        return Costs(inline, vanilla, at, ceiling)
+        return Costs(inline, vanilla, at, ceiling, share)
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -191,6 +205,22 @@ def alone(mode: U8, core: np.ndarray, ncores: int) -> np.ndarray:
     return np.asarray(placed & (count[np.where(placed, core, 0)] == 1))
 
 
+def dominant(mode: U8, core: np.ndarray, cpu: F64, ncores: int, share: float = 0.5) -> np.ndarray:
+    """bool: inline tunnels that use the most of their core, and at least `share` of what
+    its inline tunnels use: on a saturated shared core, the one pushing. Moving the small
+    ones off would give it at most the core; only another mode gives it more, so its
+    censored readings compound like a solitary tunnel's."""
+    inline = mode == Mode.INLINE
+    placed = inline & (core >= 0)
+    size = max(ncores, int(core.max()) + 1 if core.shape[0] else 0, 1)
+    where = np.where(placed, core, 0)
+    total = np.bincount(core[placed], weights=cpu[placed], minlength=size)
+    top = np.zeros(size)
+    np.maximum.at(top, core[placed], cpu[placed])
+    return np.asarray(placed & (cpu >= top[where]) & (cpu >= share * total[where])
+                      & (cpu > 0))
+
+
 def update_demand(
     prev: Demand | None, measured: F64, cause: U8, valid: np.ndarray, dt: float,
     probe_gain: float, decay: float, smoothing: float, grow: np.ndarray | None = None,
@@ -200,8 +230,8 @@ def update_demand(
 
     `grow` (bool per tunnel): censored tunnels for which no placement can find more room
     — an inline tunnel alone on its saturated core — so only another mode can; for them
-    a censored reading compounds: the estimate grows by `probe_gain` per tick from the
-    higher of the estimate and the reading, up to `ceiling` (more than any mode could
+    a censored reading compounds: the estimate grows by (1 + `probe_gain`)^2 per tick
+    from the higher of the estimate and the reading, up to `ceiling` (more than any mode could
     give one tunnel: the decision does not change above it). Shared cores are found out
     by moving a tunnel off them instead (placement).
 
@@ -210,13 +240,24 @@ def update_demand(
     times `decay`: the demand may have fallen unseen). The envelope (`peak`) follows any
     reading up at once and falls with half-life `decay`."""
     censored = cause != Cap.NONE
-    reading = np.where(censored, measured * (1.0 + probe_gain), measured)
+    if grow is not None and prev is not None and prev.gbps.shape == measured.shape:
+        # On a saturated shared core, a tunnel whose reading jumped is the one pushing.
+        grow = grow | ((cause == Cap.CORE) & (measured > RISING * np.maximum(prev.gbps, 0.05)))
+    # The small tunnels of a saturated shared core are not held as lower bounds: each of
+    # them probably wants little more than it got, the core is found out by moving one of
+    # them off it (placement), and holding them all would overvalue inline cores ...
+    probe = censored if grow is None else censored & ((cause != Cap.CORE) | grow)
+    # ... but a third of the probe still: a saturated core's tunnels do want more, and the
+    # assignment must see that inline cores are short.
+    reading = np.where(probe, measured * (1.0 + probe_gain),
+                       np.where(censored, measured * (1.0 + probe_gain / 3.0), measured))
     if prev is None or prev.gbps.shape != measured.shape:
         est = np.where(valid, reading, 0.0)
         return Demand(est, measured, censored, cause, est.copy())
     if grow is not None:
         compound = censored & grow
-        raised = np.minimum(np.maximum(prev.gbps, measured) * (1.0 + probe_gain), ceiling)
+        raised = np.minimum(np.maximum(prev.gbps, measured) * (1.0 + probe_gain) ** 2,
+                            ceiling)
         reading = np.where(compound, np.maximum(reading, raised), reading)
 
     def half(h: float) -> float:
@@ -224,7 +265,7 @@ def update_demand(
 
     alpha, beta, slow = half(smoothing), half(decay), half(10.0 * decay)
     m = prev.gbps
-    mean = np.where(censored, np.where(reading >= m, reading, m + slow * (reading - m)),
+    mean = np.where(probe, np.where(reading >= m, reading, m + slow * (reading - m)),
                     m + alpha * (reading - m))
     pk = prev.peak
     peak = np.maximum(np.where(reading >= pk, reading, pk + beta * (reading - pk)), mean)

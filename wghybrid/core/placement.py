@@ -55,6 +55,42 @@ MIN_GAP = 0.05
 MOVE_GAIN = 0.1
 """A move off a short core must let the two cores carry this much more (cores)."""
 
+SPREAD_GAP = 0.35
+"""Inline cores whose estimated loads differ by more than this (cores) are evened out,
+short or not: what noise does to a placement spread by load stays well under it, what a
+change of the inline cores leaves behind (tunnels packed onto the cores that were inline
+while the pool was larger) does not."""
+
+
+def _spread(
+    core_load: F64, cores: np.ndarray, movable: np.ndarray, load: F64, new_core: I32,
+    touched: np.ndarray, budget: int,
+) -> int:
+    """Move tunnels from the most to the least loaded core while they differ by more than
+    SPREAD_GAP and a move narrows the gap. Updates the arrays in place; returns the budget
+    left."""
+    while budget > 0 and cores.size > 1:
+        loads = core_load[cores]
+        hot, cold = int(cores[np.argmax(loads)]), int(cores[np.argmin(loads)])
+        gap = core_load[hot] - core_load[cold]
+        if gap <= SPREAD_GAP:
+            break
+        on_hot = np.flatnonzero(movable & (new_core == hot))
+        if on_hot.size < 2:
+            break
+        after = np.abs((core_load[hot] - load[on_hot]) - (core_load[cold] + load[on_hot]))
+        k = int(np.argmin(after))
+        if after[k] >= gap - MIN_LOAD:
+            break
+        i = int(on_hot[k])
+        core_load[hot] -= load[i]
+        core_load[cold] += load[i]
+        new_core[i] = cold
+        if not touched[i]:
+            budget -= 1
+            touched[i] = True
+    return budget
+
 
 @dataclass(frozen=True, slots=True, eq=False)
 class PlanInput:
@@ -312,7 +348,8 @@ def plan_operations(inp: PlanInput, params: Placement) -> PlanOutput:
         movable &= inp.settled
     sat = inp.saturated if inp.saturated.shape[0] else None
     budget = _rebalance(core_load, inline_cores, movable & inline, load, new_core, touched,
-                        budget, params, saturated=sat)
+                        budget, params, limit=params.core_capacity, saturated=sat)
+    budget = _spread(core_load, inline_cores, movable & inline, load, new_core, touched, budget)
     if pool:
         vload = np.maximum(inp.load_vanilla, MIN_LOAD)
         settled_v = vanilla & np.isin(new_core, pool_list)

@@ -42,7 +42,7 @@ class Classify:
 
 @dataclass(frozen=True, slots=True)
 class Placement:
-    max_moves: int = 32
+    max_moves: int = 64
     """Operations on peers (mode or core changes) per tick, at most."""
     migrate_improvement: float = 0.10
     """A core move must cut the load imbalance between the two cores by this fraction."""
@@ -55,7 +55,7 @@ class Placement:
     """Fraction of a core inline tunnels are counted to fill when the assignment counts
     the cores they need (a core is relieved only when its demand exceeds the whole core)."""
     threaded_napi: NapiPolicy = NapiPolicy.AUTO
-    min_gain: float = 0.03
+    min_gain: float = 0.005
     """An assignment replaces the current one only when it delivers this fraction more
     (of the gateway's throughput), or as much on this fraction less CPU."""
 
