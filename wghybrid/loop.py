@@ -77,7 +77,8 @@ async def run_tick(
                               isinstance(error, PermanentError))
             if error is None:
                 if log is not None:
-                    log(f"[#] {op.describe()}")
+                    why = f"  # {op.reason.rule}: {op.reason.text}" if op.reason else ""
+                    log(f"[#] {op.describe()}{why}")
                 results.append(OpResult(op, None, False))
             else:
                 permanent = isinstance(error, PermanentError)

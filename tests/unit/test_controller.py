@@ -71,7 +71,8 @@ def test_an_elephant_moves_to_vanilla_and_back_when_it_stops() -> None:
     first = next(t for t, m in enumerate(hist) if m[0] == Mode.VANILLA)
     # An adopted peer waits ADOPT_SETTLE (its readings settle), not a whole dwell, then the
     # latent heat (3 s here): its core is saturated, so it is found out at once.
-    assert ADOPT_SETTLE <= first <= ADOPT_SETTLE + 6
+    settle = min(10.0, ADOPT_SETTLE)  # the dwell, if shorter
+    assert settle <= first <= settle + 6
     hist = drive(c, gw, np.array([0.1, 0.3, 0.3, 0.3]), 40)
     assert hist[-1][0] == Mode.INLINE
     assert sum(a[0] != b[0] for a, b in zip(hist, hist[1:], strict=False)) == 1
@@ -92,7 +93,7 @@ def test_restart_adopts_what_it_finds_without_transitions() -> None:
                 assert op.public_key == key(0) and op.mode == Mode.INLINE, op
                 changed_at = changed_at or t
         gw.apply(plan)
-    assert changed_at is not None and changed_at > ADOPT_SETTLE
+    assert changed_at is not None and changed_at > min(10.0, ADOPT_SETTLE)
     assert gw.mode.tolist() == [Mode.INLINE, Mode.INLINE, Mode.VANILLA]
 
 

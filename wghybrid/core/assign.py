@@ -47,6 +47,8 @@ LPT_ITEMS_PER_CORE = 2
 """The packing places the largest `2 * cores` inline tunnels one by one; the rest (each
 smaller than any of those, so at most half a core when the head fits) fill the room left
 as a fluid."""
+SHARED_INLINE = 0.1
+"""Cores: inline tunnels needing less than this in all may run on the pool's cores."""
 GRID = 8
 """With many candidates for vanilla, this many k values first, then around the best."""
 
@@ -57,6 +59,8 @@ class Score:
     cpu: float
     """Cores."""
     pool: int
+    room: bool = True
+    """The inline cores hold the inline tunnels' envelope demand (their peaks)."""
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -102,6 +106,8 @@ class _View:
 
     nv: int
     n_inline: int
+    peak_need: float
+    """The inline tunnels' envelope demand, cores (each at most one core)."""
     s_v: float
     """Gbps the vanilla tunnels can carry (each up to the vanilla ceiling)."""
     head: F64
@@ -121,7 +127,7 @@ class Model:
     O(tunnels), so that many candidates can be scored at 100,000 tunnels."""
 
     def __init__(self, demand: F64, costs: Costs, ncores: int, *, pool_headroom: float = 0.15,
-                 core_fill: float = 0.9) -> None:
+                 core_fill: float = 0.9, peak: F64 | None = None) -> None:
         self.demand = np.maximum(demand, 0.0)
         self.costs = costs
         self.ncores = ncores
@@ -137,6 +143,9 @@ class Model:
         self.sorted_w = self.w[self.order]
         self.total_w = float(self.w.sum())
         self.v_cap = np.minimum(self.demand, costs.vanilla_tunnel_gbps)
+        self.peak_w = (np.minimum(np.maximum(peak, self.demand) * costs.inline, 1.0)
+                       if peak is not None else np.minimum(self.w, 1.0))
+        self.total_peak_w = float(self.peak_w.sum())
 
     def view(self, vidx: np.ndarray) -> _View:
         n = self.demand.shape[0]
@@ -151,26 +160,41 @@ class Model:
             head_pos = head_pos[~taken]
         head = self.sorted_w[head_pos[:span]]
         rest = self.total_w - float(self.w[vidx].sum()) - float(head.sum())
-        return _View(nv, n - nv, float(self.v_cap[vidx].sum()), head, max(rest, 0.0))
+        peak_need = self.total_peak_w - float(self.peak_w[vidx].sum())
+        return _View(nv, n - nv, peak_need, float(self.v_cap[vidx].sum()), head,
+                     max(rest, 0.0))
 
     def score_view(self, v: _View, pool: int) -> Score:
         c = self.costs
-        got_v = (min(v.s_v, c.vanilla_capacity(pool * self.pool_util / c.pool_share))
-                 if pool > 0 and v.nv else 0.0)
-        got_i = pack(v.head, self.ncores - pool, v.rest) / c.inline if v.n_inline else 0.0
-        return Score(got_v + got_i, got_v * c.vanilla_cost(got_v) + got_i * c.inline, pool)
+        if pool >= self.ncores and v.n_inline:
+            # A shared pool (the inline tunnels are too light to need cores of their own):
+            # inline work runs first (softirq), the crypt workers get the rest.
+            got_i = min(v.inline_total, float(self.ncores)) / c.inline
+            room = max(self.ncores - got_i * c.inline, 0.0)
+            got_v = min(v.s_v, c.vanilla_capacity(room * self.pool_util / c.pool_share))
+        else:
+            got_v = (min(v.s_v, c.vanilla_capacity(pool * self.pool_util / c.pool_share))
+                     if pool > 0 and v.nv else 0.0)
+            got_i = pack(v.head, self.ncores - pool, v.rest) / c.inline if v.n_inline else 0.0
+        room = pool >= self.ncores or v.peak_need <= (self.ncores - pool) * self.core_fill
+        return Score(got_v + got_i, got_v * c.vanilla_cost(got_v) + got_i * c.inline, pool,
+                     room)
 
     def pools_view(self, v: _View, minimum: int, current: int) -> list[int]:
         """Pool sizes worth scoring for this vanilla set."""
         if v.nv == 0:
             return [0]
-        lo = max(1, min(minimum, self.ncores - (1 if v.n_inline else 0)))
-        hi = self.ncores - (1 if v.n_inline else 0)
+        # Inline tunnels needing under SHARED_INLINE of a core in all may share the pool's
+        # cores; otherwise they get at least one core of their own.
+        shared = v.n_inline and v.inline_total < SHARED_INLINE
+        own = 1 if v.n_inline and not shared else 0
+        lo = max(1, min(minimum, self.ncores - own))
+        hi = self.ncores - own
         if hi < lo:
             return [max(1, hi)]
         need = math.ceil(v.s_v * self.costs.vanilla_cost(v.s_v) * self.costs.pool_share
                          / self.pool_util - 1e-9)
-        fit = math.ceil(v.inline_total / self.core_fill - 1e-9)
+        fit = math.ceil(max(v.inline_total, v.peak_need) / self.core_fill - 1e-9)
         want = {need, need + 1, self.ncores - fit, self.ncores - fit - 1, current}
         return sorted({min(max(p, lo), hi) for p in want})
 
@@ -210,19 +234,22 @@ def _better(a: Score, b: Score, current_pool: int) -> bool:
         return True
     if a.cpu > b.cpu * (1.0 + TIE):
         return False
+    if a.room != b.room:
+        return a.room  # as much now, and room for the peaks: fewer cores short later
     return abs(a.pool - current_pool) < abs(b.pool - current_pool)
 
 
 def assign(
     demand: F64, mode: U8, free: np.ndarray, costs: Costs, ncores: int, current_pool: int,
     *, promote_gbps: float, demote_gbps: float, pool_min: int, min_gain: float,
-    pool_headroom: float = 0.15, core_fill: float = 0.9,
+    pool_headroom: float = 0.15, core_fill: float = 0.9, peak: F64 | None = None,
 ) -> Assignment:
     """The assignment to aim for. `free`: tunnels whose mode may change now (managed, not
     pinned, past their dwell); the others keep `mode` (pins already applied to it)."""
-    model = Model(demand, costs, ncores, pool_headroom=pool_headroom, core_fill=core_fill)
+    model = Model(demand, costs, ncores, pool_headroom=pool_headroom, core_fill=core_fill,
+                  peak=peak)
     cur_v = mode == Mode.VANILLA
-    cur_pool = min(current_pool, ncores - (1 if (~cur_v).any() else 0)) if cur_v.any() else 0
+    cur_pool = min(current_pool, ncores) if cur_v.any() else 0
     current = model.score(cur_v, cur_pool) if cur_v.any() else model.score(cur_v, 0)
     # Above the promote level a tunnel may be given vanilla; a vanilla tunnel below the
     # demote level goes inline whatever the objective says (the operator's floor, below).
@@ -294,7 +321,7 @@ def assign(
 def _keep_pool(vanilla: np.ndarray, pool: int, minimum: int, ncores: int) -> int:
     if not vanilla.any():
         return 0
-    return max(min(max(pool, minimum, 1), ncores - (0 if vanilla.all() else 1)), 1)
+    return max(min(max(pool, minimum, 1), ncores), 1)
 
 
 def _argbest(scored: dict[int, Score], current_pool: int) -> int:

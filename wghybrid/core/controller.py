@@ -72,7 +72,7 @@ from wghybrid.model import (
 from wghybrid.policy import Policy
 
 NEVER = -np.inf
-ADOPT_SETTLE = 5.0
+ADOPT_SETTLE = 15.0
 """Seconds after adoption before a peer's mode may change (its readings settle)."""
 SHORT_PERSIST = 5.0
 """Seconds a core must stay saturated before tunnels are moved off it."""
@@ -109,6 +109,21 @@ def _take(arr: np.ndarray, rows: np.ndarray, fill: float | int) -> np.ndarray:
     if arr.shape[0] == 0:
         return np.full(rows.shape[0], fill, dtype=arr.dtype)
     return np.where(rows >= 0, arr[np.where(rows >= 0, rows, 0)], fill).astype(arr.dtype)
+
+
+def rows_prev_ok(rows: np.ndarray | None, prev: Rates) -> np.ndarray:
+    """bool per row of the new sample: it has a row in `prev` (rows None: same rows)."""
+    if rows is None:
+        return np.ones(len(prev), dtype=bool)
+    return rows >= 0
+
+
+def prev_gbps(prev: Rates, rows: np.ndarray | None) -> F64:
+    """`prev`'s smoothed Gbps, aligned with the new sample's rows (nan where new)."""
+    if rows is None:
+        return prev.gbps
+    return np.where(rows >= 0, prev.gbps[np.where(rows >= 0, rows, 0)] if len(prev) else np.nan,
+                    np.nan)
 
 
 def _gb(x: float) -> str:
@@ -198,7 +213,10 @@ class Controller:
             None if st.demand is None else Demand(
                 _take(st.demand.gbps, rows, 0.0), _take(st.demand.measured, rows, 0.0),
                 _take(st.demand.censored, rows, False), _take(st.demand.cause, rows, 0),
-                _take(st.demand.peak, rows, 0.0)),
+                _take(st.demand.peak, rows, 0.0),
+                None if st.demand.known is None else _take(st.demand.known, rows, np.nan),
+                None if st.demand.known_age is None
+                else _take(st.demand.known_age, rows, np.inf)),
             np.where(fresh, self._adopted(sample.now), _take(st.changed_at, rows, NEVER)),
             np.where(fresh, mode, _take(st.want_mode, rows, 0)).astype(np.uint8),
             np.where(fresh, np.nan, _take(st.want_since, rows, np.nan)),
@@ -264,7 +282,24 @@ class Controller:
         solo = alone(mode, peers.core, sample.cores) | (fast.cpu >= cl.inline_saturation) \
             | dominant(mode, peers.core, fast.cpu, sample.cores)
         ceiling = max(costs.vanilla_tunnel_gbps, costs.inline_tunnel_gbps) * (1 + cl.probe_gain)
-        demand = update_demand(st.demand if prev is not None else None, gbps, cause,
+        before = st.demand if prev is not None else None
+        if before is not None and changed.any() and before.gbps.shape == changed.shape:
+            # What a tunnel got in the mode it just left (smoothed) is what it is known to
+            # want at least: read against it, a capped reading in the new mode that is no
+            # higher says the mode is not what limits it (vanilla tried and gave no more),
+            # and it is not probed again at once.
+            got = np.where(rows_prev_ok(rows, prev), prev_gbps(prev, rows), np.nan) \
+                if prev is not None else np.full(n, np.nan)
+            known = before.known if before.known is not None else np.full(n, np.nan)
+            age = before.known_age if before.known_age is not None else np.full(n, np.inf)
+            # The probe's estimate has done its job once the mode changed: the new mode's
+            # readings find the demand out, starting from what it got before.
+            restart = changed & ~np.isnan(got)
+            before = replace(before, known=np.where(changed, got, known),
+                             known_age=np.where(changed, 0.0, age),
+                             gbps=np.where(restart, got, before.gbps),
+                             peak=np.where(restart, got, before.peak))
+        demand = update_demand(before, gbps, cause,
                                fast.valid, dt, cl.probe_gain, cl.demand_decay, pol.smoothing,
                                grow=solo, ceiling=ceiling)
         cap_i = costs.inline_tunnel_gbps
@@ -339,7 +374,7 @@ class Controller:
                             promote_gbps=cl.promote_gbps, demote_gbps=cl.demote_gbps,
                             pool_min=pool_min, min_gain=pol.placement.min_gain,
                             pool_headroom=pol.placement.pool_headroom,
-                            core_fill=pol.placement.core_capacity)
+                            core_fill=pol.placement.core_capacity, peak=demand.peak)
             want = np.where(chosen.vanilla, Mode.VANILLA, Mode.INLINE).astype(np.uint8)
             wants = free & (want != mode_eff)
             # Persistence: a change must be wanted, the same way, for latent_heat seconds.
@@ -357,7 +392,8 @@ class Controller:
             if ready.size:
                 pool_size = Model(demand.gbps, costs, len(cores),
                                   pool_headroom=pol.placement.pool_headroom,
-                                  core_fill=pol.placement.core_capacity).best_pool(
+                                  core_fill=pol.placement.core_capacity,
+                                  peak=demand.peak).best_pool(
                     target == Mode.VANILLA, pool_min, cur_pool).pool
                 if (target == Mode.VANILLA).any() and max(chosen.pool, pool_min) < pool_size:
                     # The pool is shrinking: aim at its final size now, so that tunnels
@@ -368,8 +404,7 @@ class Controller:
             elif chosen.rule == "pool":
                 pool_size = chosen.pool
             else:
-                pool_size = max(min(max(cur_pool, pool_min), len(cores) - (
-                    0 if (target == Mode.VANILLA).all() else 1)), 1) \
+                pool_size = max(min(max(cur_pool, pool_min), len(cores)), 1) \
                     if (target == Mode.VANILLA).any() else 0
 
         self._peers = _PeerState(Classes(pclass, np.zeros(n)), mode_since, st.found_mode,

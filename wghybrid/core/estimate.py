@@ -47,12 +47,16 @@ VANILLA_TUNNEL_GBPS = 5.0
 """What one vanilla tunnel carries at most (FACTS.md: ~5 Gbps, its Reception core)."""
 COST_HALF_LIFE = 30.0
 """Seconds: learned costs move slowly, they describe the machine, not the traffic."""
-MIN_GBPS_FOR_COST = 0.05
+MIN_GBPS_FOR_COST = 0.005
 """Tunnels below this rate do not teach costs (their CPU is mostly fixed overhead)."""
 SERIAL_CENSOR = 0.9
 """A vanilla tunnel at this fraction of the vanilla per-tunnel ceiling is capped by it."""
 POOL_CENSOR = 0.95
 """A vanilla pool busier than this on average is short: its tunnels are capped by it."""
+KNOWN_FOR = 120.0
+"""Seconds an uncensored reading keeps a tunnel from being probed again at that level."""
+KNOWN_MARGIN = 1.5
+"""An inline reading within this factor of what the other mode gave is "about the same"."""
 RISING = 1.25
 """A reading this many times the mean demand is a rise: on a saturated shared core, the
 rising tunnel is the one that wants more (its readings compound)."""
@@ -147,6 +151,11 @@ class Demand:
     peak: F64
     """The envelope of recent demand (up at once, down with half-life `demand_decay`):
     what placement keeps room for."""
+    known: F64 | None = None
+    """What the tunnel got in the mode it last left, Gbps (nan: none): set by the
+    controller when a mode change is seen."""
+    known_age: F64 | None = None
+    """Seconds since `known` was read."""
 
 
 class Cap:
@@ -240,20 +249,37 @@ def update_demand(
     times `decay`: the demand may have fallen unseen). The envelope (`peak`) follows any
     reading up at once and falls with half-life `decay`."""
     censored = cause != Cap.NONE
+    n = measured.shape[0]
+    same = prev is not None and prev.gbps.shape == measured.shape
+    known = prev.known if same and prev is not None and prev.known is not None \
+        else np.full(n, np.nan)
+    age = prev.known_age + dt if same and prev is not None and prev.known_age is not None \
+        else np.full(n, np.inf)
+    # An inline tunnel capped by its core that gets about what it got in the mode it left
+    # lately (within KNOWN_MARGIN either way: vanilla tried and gave it no more) is not
+    # probed again until that knowledge is KNOWN_FOR old: its demand is read as at least
+    # what it got there, and the mode is not what limits it. Far more than then (its load
+    # rose since), or far less (vanilla gave it more), and it is probed as usual.
+    trusted = ((cause == Cap.CORE) & (age < KNOWN_FOR) & (measured * KNOWN_MARGIN >= known)
+               & (known * KNOWN_MARGIN >= measured))
+    if grow is not None:
+        grow = grow & ~trusted
     if grow is not None and prev is not None and prev.gbps.shape == measured.shape:
         # On a saturated shared core, a tunnel whose reading jumped is the one pushing.
         grow = grow | ((cause == Cap.CORE) & (measured > RISING * np.maximum(prev.gbps, 0.05)))
     # The small tunnels of a saturated shared core are not held as lower bounds: each of
     # them probably wants little more than it got, the core is found out by moving one of
     # them off it (placement), and holding them all would overvalue inline cores ...
-    probe = censored if grow is None else censored & ((cause != Cap.CORE) | grow)
+    probe = (censored if grow is None else censored & ((cause != Cap.CORE) | grow)) & ~trusted
     # ... but a third of the probe still: a saturated core's tunnels do want more, and the
     # assignment must see that inline cores are short.
     reading = np.where(probe, measured * (1.0 + probe_gain),
-                       np.where(censored, measured * (1.0 + probe_gain / 3.0), measured))
+                       np.where(censored & ~trusted, measured * (1.0 + probe_gain / 3.0),
+                                measured))
+    reading = np.where(trusted, np.maximum(measured, known), reading)
     if prev is None or prev.gbps.shape != measured.shape:
         est = np.where(valid, reading, 0.0)
-        return Demand(est, measured, censored, cause, est.copy())
+        return Demand(est, measured, censored, cause, est.copy(), known, age)
     if grow is not None:
         compound = censored & grow
         raised = np.minimum(np.maximum(prev.gbps, measured) * (1.0 + probe_gain) ** 2,
@@ -272,4 +298,4 @@ def update_demand(
     mean = np.where(valid, mean, m)
     peak = np.where(valid, peak, pk)
     return Demand(np.asarray(mean, dtype=np.float64), measured, censored, cause,
-                  np.asarray(peak, dtype=np.float64))
+                  np.asarray(peak, dtype=np.float64), known, age)

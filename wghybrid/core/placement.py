@@ -62,6 +62,18 @@ change of the inline cores leaves behind (tunnels packed onto the cores that wer
 while the pool was larger) does not."""
 
 
+def _move(i: int, hot: int, cold: int, core_load: F64, load: F64, new_core: I32,
+          touched: np.ndarray, budget: int) -> int:
+    """Move tunnel i from core `hot` to `cold`; a tunnel's first move costs one budget."""
+    core_load[hot] -= load[i]
+    core_load[cold] += load[i]
+    new_core[i] = cold
+    if not touched[i]:
+        budget -= 1
+        touched[i] = True
+    return budget
+
+
 def _spread(
     core_load: F64, cores: np.ndarray, movable: np.ndarray, load: F64, new_core: I32,
     touched: np.ndarray, budget: int,
@@ -82,13 +94,7 @@ def _spread(
         k = int(np.argmin(after))
         if after[k] >= gap - MIN_LOAD:
             break
-        i = int(on_hot[k])
-        core_load[hot] -= load[i]
-        core_load[cold] += load[i]
-        new_core[i] = cold
-        if not touched[i]:
-            budget -= 1
-            touched[i] = True
+        budget = _move(int(on_hot[k]), hot, cold, core_load, load, new_core, touched, budget)
     return budget
 
 
@@ -223,12 +229,7 @@ def _rebalance(
         if move is None:
             break
         hot, i, cold = move
-        core_load[hot] -= load[i]
-        core_load[cold] += load[i]
-        new_core[i] = cold
-        if not touched[i]:
-            budget -= 1
-            touched[i] = True
+        budget = _move(i, hot, cold, core_load, load, new_core, touched, budget)
     return budget
 
 
@@ -275,7 +276,7 @@ def plan_operations(inp: PlanInput, params: Placement) -> PlanOutput:
     demand_i = float(inp.load_inline[inline].sum())
     n_inline = int(inline.sum())
     if vanilla.any() and inp.pool_size is not None:
-        size = max(1, min(inp.pool_size, len(inp.cores) - (1 if n_inline else 0)))
+        size = max(1, min(inp.pool_size, len(inp.cores)))  # a full pool is shared
     elif vanilla.any():
         size = size_pool(demand_v, len(prev_pool), max(params.vanilla_pool_min, 1),
                          params.pool_headroom)

@@ -26,7 +26,14 @@ smoothing = 1.0
 [classify]
 promote_gbps = 0.01
 demote_gbps = 0.002
-min_dwell = 4.0
+# Under TCG the iperf3 tunnel's own work takes about half a vCPU: the rest of its core
+# goes to iperf3 and the namespaces' forwarding in the same guest. Its core is
+# saturated, so from 0.3 of a core the tunnel counts as capped by it (a censored
+# reading: the controller offers it vanilla, the one mode that can give it more).
+inline_saturation = 0.3
+# 8 s: a restarted daemon changes nothing for min(min_dwell, 15 s) while its readings
+# settle, and the restart step below holds the modes for 5 s.
+min_dwell = 8.0
 latent_heat = 1.0
 [placement]
 vanilla_pool_min = 1
@@ -42,29 +49,56 @@ grep -q "backend kernel" /tmp/daemon.log || fail "the daemon does not say it run
 sub "light tunnels go inline"
 kstate wait wg0 40 "$KEY_C2=inline" "$KEY_C3=inline" "$KEY_C4=inline" || fail "light tunnels not inline"
 
-sub "heavy tunnel goes vanilla"
+sub "the capped heavy tunnel is offered vanilla, and kept in the mode that serves it"
 ng iperf3 -s -D -B 192.168.77.1 -I /tmp/iperf3.pid
 for i in $(seq 40); do ng ss -tlnH 'sport = 5201' | grep -q . && break; sleep 0.25; done
 ip netns exec c1 iperf3 -c 192.168.77.1 -t 600 -i 5 >/tmp/iperf-c1.log 2>&1 &
 IPERF=$!
-kstate wait wg0 60 "$KEY_C1=vanilla" || fail "the iperf3 tunnel did not move to vanilla"
-kstate hold wg0 3 "$KEY_C1=vanilla" "$KEY_C2=inline" "$KEY_C3=inline" "$KEY_C4=inline" ||
+kstate wait wg0 60 "$KEY_C1=vanilla" || fail "the capped iperf3 tunnel was never offered vanilla"
+grep -q "peer wg0/${KEY_C1:0:8}.* mode vanilla  # more-than-inline" /tmp/daemon.log ||
+	fail "the daemon did not log why it made the tunnel vanilla"
+# Then the controller keeps whichever mode delivers more for less CPU: under TCG the whole
+# guest is CPU-bound, so vanilla may give the tunnel no more than inline did, on more
+# CPU, and it goes back inline once its dwell is over. Either way it settles: one mode
+# for 12 s, no flapping.
+heavy=""; stable=0
+for i in $(seq 60); do
+	now=$(kstate modes wg0 | awk -v k="$KEY_C1" '$1 == k {print $2}')
+	if [[ -n "$heavy" && "$now" == "$heavy" ]]; then
+		stable=$((stable + 1))
+		((stable >= 12)) && break
+	else
+		heavy=$now; stable=0
+	fi
+	sleep 1
+done
+((stable >= 12)) || fail "the heavy tunnel's mode did not settle (flapping)"
+echo "the heavy tunnel settled $heavy"
+kstate hold wg0 3 "$KEY_C1=$heavy" "$KEY_C2=inline" "$KEY_C3=inline" "$KEY_C4=inline" ||
 	fail "the modes did not stay put"
 
 sub "wghybrid status shows it"
-wgh status | tee /tmp/status.txt
-wgh --json status >/tmp/status.json
-python3 - "$KEY_C1" "$KEY_C2" "$KEY_C3" "$KEY_C4" <<'PY' || fail "status disagrees with the kernel"
+# The controller may change its mind on c1 at any time (that is its job): compare the
+# status with the kernel read on both sides of it, until both reads agree.
+for i in $(seq 5); do
+	k1=$(kstate modes wg0 | sort)
+	wgh status >/tmp/status.txt
+	wgh --json status >/tmp/status.json
+	k2=$(kstate modes wg0 | sort)
+	[[ "$k1" == "$k2" ]] && break
+done
+cat /tmp/status.txt
+heavy=$(awk -v k="$KEY_C1" '$1 == k {print $2}' <<<"$k2")
+python3 - "$heavy" "$KEY_C1" "$KEY_C2" "$KEY_C3" "$KEY_C4" <<'PY' || fail "status disagrees with the kernel"
 import json, sys
-heavy, *light = sys.argv[1:]
+mode, heavy, *light = sys.argv[1:]
 st = json.load(open("/tmp/status.json"))
 assert st["backend"] == "kernel", st["backend"]
 peers = {p["public_key"]: p for i in st["interfaces"] for p in i["peers"]}
-assert peers[heavy]["mode"] == "vanilla", peers[heavy]
-assert peers[heavy]["class"] == "elephant", peers[heavy]
+assert peers[heavy]["mode"] == mode, (mode, peers[heavy])
 for k in light:
     assert peers[k]["mode"] == "inline", peers[k]
-print("status: heavy vanilla/elephant, light inline; heavy at",
+print(f"status: heavy {mode}/{peers[heavy]['class']}, light inline; heavy at",
       round((peers[heavy]["rx_bps"] + peers[heavy]["tx_bps"]) / 1e6, 1), "Mbit/s")
 PY
 grep -q "$(cut -c1-8 <<<"$KEY_C1")" /tmp/status.txt || fail "the pretty status does not list the heavy tunnel"
@@ -89,17 +123,21 @@ kstate modes wg0 | sort >/tmp/before.txt
 kill -KILL "$DAEMON_PID"
 wait "$DAEMON_PID" 2>/dev/null || true
 start_daemon /tmp/e2e.toml
-kstate hold wg0 5 "$KEY_C1=vanilla" "$KEY_C2=inline" "$KEY_C3=inline" "$KEY_C4=inline" ||
+# The light tunnels are settled: the restarted daemon keeps them as it finds them. The
+# heavy one is not checked here: a restarted daemon remembers no estimate, so a capped
+# tunnel that vanilla did not help may be offered vanilla once more (counted below).
+kstate hold wg0 5 "$KEY_C2=inline" "$KEY_C3=inline" "$KEY_C4=inline" ||
 	fail "the restarted daemon changed modes"
 kstate modes wg0 | sort >/tmp/after.txt
-cut -d' ' -f1,2 /tmp/before.txt >/tmp/b && cut -d' ' -f1,2 /tmp/after.txt >/tmp/a
+grep -v "^$KEY_C1 " /tmp/before.txt | cut -d' ' -f1,2 >/tmp/b
+grep -v "^$KEY_C1 " /tmp/after.txt | cut -d' ' -f1,2 >/tmp/a
 diff /tmp/b /tmp/a || fail "modes differ across the restart"
 
 sub "the heavy tunnel returns inline after the stream stops"
 kill "$IPERF" 2>/dev/null; wait "$IPERF" 2>/dev/null || true
 t0=$SECONDS
 kstate wait wg0 60 "$KEY_C1=inline" || fail "the heavy tunnel stayed vanilla"
-echo "back inline $((SECONDS - t0)) s after the stream stopped (min_dwell 4 s)"
+echo "back inline $((SECONDS - t0)) s after the stream stopped (min_dwell 8 s)"
 
 sub "no transition storm"
 sleep 1
@@ -108,9 +146,12 @@ python3 - "$KEY_C1" "$KEY_C2" "$KEY_C3" "$KEY_C4" <<'PY' || fail "too many trans
 import json, sys
 c1, c2, c3, c4 = sys.argv[1:]
 n = json.load(open("/tmp/counts.json"))
-# c1: maybe inline while idle at the start, vanilla under the stream, inline again.
-# c2: inline, vanilla (override), inline. c3, c4: inline once.
-limits = {c1: 3, c2: 3, c3: 1, c4: 1}
+# c1: inline while idle at the start, vanilla under the stream, inline again if vanilla
+# gave it no more (under TCG it does not); what vanilla gave is remembered for 120 s
+# (KNOWN_FOR), so the capped tunnel is offered vanilla again at most once per 120 s of
+# the ~6-minute stream, and once by the restarted daemon (which remembers nothing):
+# at most 1 + 2 * (3 + 1) = 9. c2: inline, vanilla (override), inline. c3, c4: inline once.
+limits = {c1: 9, c2: 3, c3: 1, c4: 1}
 bad = {k[:8]: (n.get(k, 0), lim) for k, lim in limits.items() if n.get(k, 0) > lim}
 assert not bad, f"(transitions, limit) per peer: {bad}"
 assert n.get(c3) == 1 and n.get(c4) == 1, n
