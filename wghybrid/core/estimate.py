@@ -53,7 +53,7 @@ SERIAL_CENSOR = 0.9
 """A vanilla tunnel at this fraction of the vanilla per-tunnel ceiling is capped by it."""
 POOL_CENSOR = 0.95
 """A vanilla pool busier than this on average is short: its tunnels are capped by it."""
-KNOWN_FOR = 120.0
+KNOWN_FOR = 600.0
 """Seconds an uncensored reading keeps a tunnel from being probed again at that level."""
 KNOWN_MARGIN = 1.5
 """An inline reading within this factor of what the other mode gave is "about the same"."""
