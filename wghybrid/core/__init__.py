@@ -1,6 +1,6 @@
 """The pure core: every decision of a tick, from counters to a plan.
 
-    sample (I/O) -> rates -> estimate/classify -> plan -> apply (I/O)
+    sample (I/O) -> rates -> estimate -> assign -> place -> apply (I/O)
                     \\_____________ controller ______________/
 
 Modules here import numpy, `wghybrid.model` and `wghybrid.policy` only: no asyncio,

@@ -38,7 +38,6 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from wghybrid.core.assign import Assignment, Model, assign
-from wghybrid.core.classify import Classes
 from wghybrid.core.estimate import (
     Cap,
     Costs,
@@ -76,6 +75,17 @@ ADOPT_SETTLE = 15.0
 """Seconds after adoption before a peer's mode may change (its readings settle)."""
 SHORT_PERSIST = 5.0
 """Seconds a core must stay saturated before tunnels are moved off it."""
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class Classes:
+    """Per peer, its demand class (shown): elephant when its estimated demand exceeds
+    what one inline core carries, mouse below 80 % of it, unchanged between."""
+
+    pclass: U8
+    heat: F64
+    """Unused since the gateway-wide controller (kept zero): the persistence of a wanted
+    change is `_PeerState.want_since`."""
 
 
 @dataclass(frozen=True, slots=True, eq=False)

@@ -1,6 +1,6 @@
 """Planning: modes and cores -> a list of typed operations (pure, vectorised).
 
-Stage four of a tick: sample -> rates -> classify -> **plan** -> apply.
+Stage five of a tick: sample -> rates -> estimate -> assign -> **place** -> apply.
 
 Takes plain data (`PlanInput`: what the data plane reports, what each peer wants, what
 each peer costs) and returns a `Plan`. It performs no I/O, keeps no state of its own, and

@@ -1,6 +1,6 @@
 """Rates: per-peer smoothed rates from cumulative counters (pure, vectorised).
 
-Stage two of a tick: sample -> **rates** -> classify -> plan -> apply.
+Stage two of a tick: sample -> **rates** -> estimate -> assign -> place -> apply.
 
 The data plane reports cumulative counters. This stage turns two consecutive readings
 into rates and smooths them with an exponentially weighted moving average whose weight
