@@ -76,11 +76,12 @@ def _move(i: int, hot: int, cold: int, core_load: F64, load: F64, new_core: I32,
 
 def _spread(
     core_load: F64, cores: np.ndarray, movable: np.ndarray, load: F64, new_core: I32,
-    touched: np.ndarray, budget: int,
+    touched: np.ndarray, budget: int, limit: float,
 ) -> int:
     """Move tunnels from the most to the least loaded core while they differ by more than
-    SPREAD_GAP and a move narrows the gap. Updates the arrays in place; returns the budget
-    left."""
+    SPREAD_GAP and a move narrows the gap without making the least loaded core short (over
+    `limit`: that is `_rebalance`'s to relieve, and the next tick would undo the move).
+    Updates the arrays in place; returns the budget left."""
     while budget > 0 and cores.size > 1:
         loads = core_load[cores]
         hot, cold = int(cores[np.argmax(loads)]), int(cores[np.argmin(loads)])
@@ -91,6 +92,7 @@ def _spread(
         if on_hot.size < 2:
             break
         after = np.abs((core_load[hot] - load[on_hot]) - (core_load[cold] + load[on_hot]))
+        after[core_load[cold] + load[on_hot] > limit] = np.inf
         k = int(np.argmin(after))
         if after[k] >= gap - MIN_LOAD:
             break
@@ -350,7 +352,8 @@ def plan_operations(inp: PlanInput, params: Placement) -> PlanOutput:
     sat = inp.saturated if inp.saturated.shape[0] else None
     budget = _rebalance(core_load, inline_cores, movable & inline, load, new_core, touched,
                         budget, params, limit=params.core_capacity, saturated=sat)
-    budget = _spread(core_load, inline_cores, movable & inline, load, new_core, touched, budget)
+    budget = _spread(core_load, inline_cores, movable & inline, load, new_core, touched, budget,
+                     params.core_capacity)
     if pool:
         vload = np.maximum(inp.load_vanilla, MIN_LOAD)
         settled_v = vanilla & np.isin(new_core, pool_list)
