@@ -6,7 +6,9 @@
 #  └─────────────────────────────────────┘      └─────────────────────────────────────┘
 set -euo pipefail
 set -E
-trap 'echo "FAIL: exit $? at ${BASH_SOURCE[0]##*/}:$LINENO: $BASH_COMMAND"' ERR
+# Only the command's first line: a failing `python3 - <<'PY'` would otherwise print its
+# whole script and push what the script printed out of the excerpt run.sh shows.
+trap 'echo "FAIL: exit $? at ${BASH_SOURCE[0]##*/}:$LINENO: ${BASH_COMMAND%%$'"'"'\n'"'"'*}"' ERR
 H=/mnt/kmod/harness
 wghctl() { python3 "$H/guest/wghctl.py" "$@"; }
 # nx NETNS CMD...: run CMD in NETNS; "wghctl" there means the genl client.

@@ -1,7 +1,7 @@
 #!/bin/bash
 # Both ends of a tunnel switch mode (and TX core, and crypt cpumask) every 100 ms
 # for 30 s under an iperf3 TCP stream: the stream survives, the counters never go
-# back and agree at both ends, nothing is dropped, dmesg stays clean, and the
+# back and agree at both ends, nothing is lost uncounted, dmesg stays clean, and the
 # module unloads afterwards. Then 10 s more under a UDP stream, whose receiver
 # counts datagrams out of order: there must be none.
 . /mnt/kmod/harness/guest/lib.sh
@@ -42,14 +42,22 @@ if min(fa["flips"], fb["flips"]) < 200:
     errors.append("fewer than 200 flips on a side")
 if got < 1_000_000:
     errors.append("the stream moved less than 1 MB")
-for side, r in (("A", a), ("B", b)):
-    if r["drops"]:
-        errors.append(f"{side} dropped {r['drops']} packets")
-# Every data message A sent reached B's counters (veth does not lose here), and back.
-if a["tx_packets"] != b["rx_packets"] or a["tx_bytes"] != b["rx_bytes"]:
-    errors.append(f"A sent {a['tx_packets']} pkts/{a['tx_bytes']} B, B got {b['rx_packets']}/{b['rx_bytes']}")
-if b["tx_packets"] != a["rx_packets"] or b["tx_bytes"] != a["rx_bytes"]:
-    errors.append(f"B sent {b['tx_packets']} pkts/{b['tx_bytes']} B, A got {a['rx_packets']}/{a['rx_bytes']}")
+# Every data message one end sent reached the other's counters or was counted in its
+# drops (veth does not lose here): switching loses nothing silently. A receiver may drop
+# a few when its queues are full, as upstream's does: flip.py narrows the crypt cpumask
+# to one CPU every other second, and under TCG a host busy elsewhere stalls that vCPU
+# (seen on 6.12 with pytest running beside the guest: B dropped 152 of 269,796, exactly
+# A's tx minus B's rx, and iperf3 counted 152 retransmits). Quiet runs drop none.
+for (sn, s), (rn, r) in ((("A", a), ("B", b)), (("B", b), ("A", a))):
+    if not r["rx_packets"] <= s["tx_packets"] <= r["rx_packets"] + r["drops"]:
+        errors.append(f"{sn} sent {s['tx_packets']} pkts, {rn} got {r['rx_packets']} "
+                      f"and dropped {r['drops']}")
+    if r["rx_bytes"] > s["tx_bytes"] or (r["drops"] == 0 and r["rx_bytes"] != s["tx_bytes"]):
+        errors.append(f"{sn} sent {s['tx_bytes']} B, {rn} got {r['rx_bytes']} B "
+                      f"and dropped {r['drops']} pkts")
+sent = a["tx_packets"] + b["tx_packets"]
+if a["drops"] + b["drops"] > sent // 200:
+    errors.append(f"more than 0.5 % dropped: {a['drops']} + {b['drops']} of {sent}")
 if a["tx_bytes"] < got:
     errors.append("A tx_bytes below iperf3's bytes")
 for e in errors:
