@@ -289,9 +289,16 @@ class Controller:
         pool_busy = float(fast.core_busy[pool_now].sum()) \
             if pool_now and len(pool_now) < sample.cores else None
         costs = self._costs.learn(gbps, fast.cpu, mode, fast.valid, dt, pool_busy)
-        solo = alone(mode, peers.core, sample.cores) | (fast.cpu >= cl.inline_saturation) \
-            | dominant(mode, peers.core, fast.cpu, sample.cores)
-        ceiling = max(costs.vanilla_tunnel_gbps, costs.inline_tunnel_gbps) * (1 + cl.probe_gain)
+        own = alone(mode, peers.core, sample.cores) | (fast.cpu >= cl.inline_saturation)
+        solo = own | dominant(mode, peers.core, fast.cpu, sample.cores)
+        # A tunnel capped on a core it shares can only be shown to want up to the whole
+        # core: moving the others off gives it that (placement), and only once it has
+        # the core to itself and is still capped does it want more than inline carries.
+        # Without this bound a medium tunnel (half a core) on a saturated shared core
+        # read as rising under +-30 % noise compounded to the vanilla ceiling, went
+        # vanilla, got what it wanted there and came back inline: a flap per dwell.
+        ceiling = np.where(own, max(costs.vanilla_tunnel_gbps, costs.inline_tunnel_gbps)
+                           * (1 + cl.probe_gain), costs.inline_tunnel_gbps)
         before = st.demand if prev is not None else None
         if before is not None and changed.any() and before.gbps.shape == changed.shape:
             # What a tunnel got in the mode it just left (smoothed) is what it is known to

@@ -233,16 +233,17 @@ def dominant(mode: U8, core: np.ndarray, cpu: F64, ncores: int, share: float = 0
 def update_demand(
     prev: Demand | None, measured: F64, cause: U8, valid: np.ndarray, dt: float,
     probe_gain: float, decay: float, smoothing: float, grow: np.ndarray | None = None,
-    ceiling: float = np.inf,
+    ceiling: float | F64 = np.inf,
 ) -> Demand:
     """Fold one interval's readings into the demand estimates (mean and envelope).
 
     `grow` (bool per tunnel): censored tunnels for which no placement can find more room
     — an inline tunnel alone on its saturated core — so only another mode can; for them
     a censored reading compounds: the estimate grows by (1 + `probe_gain`)^2 per tick
-    from the higher of the estimate and the reading, up to `ceiling` (more than any mode could
-    give one tunnel: the decision does not change above it). Shared cores are found out
-    by moving a tunnel off them instead (placement).
+    from the higher of the estimate and the reading, up to `ceiling` (per tunnel or one for
+    all: more than any mode could give one tunnel, where the decision does not change
+    above it; a whole inline core for a tunnel that shares its core). Shared cores are
+    found out by moving a tunnel off them instead (placement).
 
     The mean follows uncensored readings with the EWMA of half-life `smoothing`; a
     censored reading, a lower bound, raises it at once and otherwise only ages it (ten
