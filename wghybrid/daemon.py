@@ -49,14 +49,21 @@ from wghybrid._files import read_regular
 from wghybrid.api import BUSY, Access, build_app
 from wghybrid.core.controller import Controller
 from wghybrid.core.status import counts, locate
-from wghybrid.dataplane import DataPlane, DataPlaneError, TransientError
+from wghybrid.dataplane import (
+    DataPlane,
+    DataPlaneError,
+    TransientError,
+    configure_nic_steering,
+)
 from wghybrid.loop import TickResult, run_tick
 from wghybrid.metrics import DaemonMetrics
 from wghybrid.model import (
+    U64,
     GatewaySample,
     InterfaceStatus,
     Operation,
     Override,
+    SetPeerMode,
     encode_key,
     short_key,
 )
@@ -195,14 +202,21 @@ class Daemon:
         self._last_full_gc: float | None = None
         self.metrics = DaemonMetrics(
             lambda: self.snapshot,
-            lambda: self.controller.transitions,
             self._info,
+            per_peer_max=lambda: self.controller.policy.metrics.per_peer_max,
+            costs=lambda: self.controller.costs if self.ticks else None,
+            core_busy=self._core_busy,
+            last_tick=lambda: self.last_tick,
         )
 
     # -- properties the API reads --------------------------------------------------
     @property
     def policy(self) -> Policy:
         return self.controller.policy
+
+    def _core_busy(self) -> U64 | None:
+        sample = self.controller.sample
+        return None if sample is None else sample.core_busy_ns
 
     def _info(self) -> dict[str, str]:
         pol = self.controller.policy
@@ -370,6 +384,7 @@ class Daemon:
                 self._notify_status()
                 raise
             self.controller.set_policy(policy)
+            await configure_nic_steering(self.dataplane, policy.placement.nic_steering)
             self.policy_error = None
             self.serial += 1
             log.info("[#] policy %r loaded from %s", policy.name, policy.source)
@@ -430,8 +445,12 @@ class Daemon:
         self.snapshot = self.controller.status(overrides, wall_now)
         self.ticks += 1
         self.last_tick = wall_now
+        self.metrics.observe(self.snapshot)
         self.metrics.ticks.inc()
         self.metrics.tick_duration.observe(result.duration)
+        for r in result.results:
+            if r.error is None and isinstance(r.op, SetPeerMode):
+                self.metrics.mode_changed(r.op)
         errors = [r for r in result.results if r.error is not None]
         for r in errors:
             if r.permanent:
@@ -1049,6 +1068,7 @@ async def _serve_locked(cfg: RunConfig) -> int:
             policy = await asyncio.to_thread(loader)
         except Exception as exc:
             raise ConfigError(f"bad policy: {exc}") from None
+        await configure_nic_steering(dataplane, policy.placement.nic_steering)
         daemon = Daemon(
             dataplane=dataplane,
             policy=policy,

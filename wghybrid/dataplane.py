@@ -41,3 +41,21 @@ class DataPlane(Protocol):
     async def close(self) -> None:
         """Release sockets/handles. Must not change any peer's mode."""
         ...
+
+
+@runtime_checkable
+class NicSteering(Protocol):
+    """A data plane that can steer the host's NIC (the kernel backend: ethtool ntuple
+    rules, IRQ affinity, RPS). Not part of `DataPlane`: the simulated one has no NIC."""
+
+    async def set_nic_steering(self, enabled: bool) -> None:
+        """The policy's `placement.nic_steering` (off by default), at start and after
+        every reload; off puts back what steering changed. Never raises."""
+        ...
+
+
+async def configure_nic_steering(dataplane: object, enabled: bool) -> None:
+    """Pass the policy's `placement.nic_steering` to a data plane that steers NICs; a
+    data plane that has no NIC to steer ignores it."""
+    if isinstance(dataplane, NicSteering):
+        await dataplane.set_nic_steering(enabled)

@@ -8,14 +8,18 @@ list is taken again. When the module is reloaded the family gets a new id: the s
 reopened and the epochs in the records tell the controller its counters restarted.
 
 Operations map to SET_PEER (mode, core), SET_DEVICE (crypt cpumask) and
-/sys/class/net/DEV/threaded. A peer's new core also steers its outer UDP flow to that
-core where the NIC allows it (`_sysfs.Steering`). Errors are sorted as the simulated
+/sys/class/net/DEV/threaded. When the policy turns NIC steering on
+(`placement.nic_steering`, off by default), a peer's new core also steers its outer UDP
+flow to that core where the NIC allows it (`_sysfs.Steering`: ethtool ntuple rules and
+IRQ affinity, or RPS); with it off no NIC setting is touched (no ethtool, /proc/irq or
+rps_cpus), the module's per-peer core still is. Errors are sorted as the simulated
 backend sorts them: the peer or device is gone, or the request is invalid, or we lack
 CAP_NET_ADMIN -> PermanentError; the kernel is busy, or out of buffers -> TransientError.
 """
 
 from __future__ import annotations
 
+import asyncio
 import errno
 import logging
 import time
@@ -84,14 +88,19 @@ def classify_error(exc: OSError, op: Operation | None = None) -> DataPlaneError:
 class KernelDataPlane:
     """The DataPlane Protocol over the "wghybrid" genl family of the patched module."""
 
-    def __init__(self, genl: _genl.Genl, *, steer: bool = True,
+    def __init__(self, genl: _genl.Genl, *, steer: bool = False,
                  change_log: Callable[[str], None] | None = None,
                  sys: _sysfs.Path = _sysfs.SYS, proc: _sysfs.Path = _sysfs.PROC) -> None:
         self._genl = genl
         self._sys = sys
         self._proc = proc
         self._log = change_log or (lambda line: log.info("%s", line))
-        self.steering = _sysfs.Steering(self._log, sys=sys, proc=proc) if steer else None
+        self.steering: _sysfs.Steering | None = None
+        """NIC steering, None while the policy leaves it off (`set_nic_steering`)."""
+        if steer:
+            self.steering = self._new_steering()
+        self._steer_lock = asyncio.Lock()
+        self._steering_said = steer
         self.closed = False
         self.dump_retries = 0
         """Dumps taken again because the peer list changed meanwhile (for tests/metrics)."""
@@ -212,15 +221,44 @@ class KernelDataPlane:
     async def _steer(self, op: SetPeerCore) -> None:
         """Steer the peer's outer UDP flow to its new core: best effort, said once per
         NIC when impossible; never fails the (already applied) core change."""
-        assert self.steering is not None
         ep = await self._endpoint(op.interface, bytes(op.public_key))
         if ep is None:
             return  # no endpoint yet (peer never seen): nothing arrives to steer
         nic = await _genl.route_device(ep.address)
         if nic is None:
             return
-        await self.steering.steer(bytes(op.public_key), nic, ep.address, ep.port,
-                                  ep.listen_port, op.core)
+        async with self._steer_lock:
+            if self.steering is None:  # turned off meanwhile (a policy reload)
+                return
+            await self.steering.steer(bytes(op.public_key), nic, ep.address, ep.port,
+                                      ep.listen_port, op.core)
+
+    def _new_steering(self) -> _sysfs.Steering:
+        return _sysfs.Steering(self._log, sys=self._sys, proc=self._proc)
+
+    async def set_nic_steering(self, enabled: bool) -> None:
+        """The policy's `placement.nic_steering`, given at start and after every reload.
+        On: core changes from now on also steer the peers' outer flows on the NIC. Off
+        (the default): no NIC setting is touched any more, and whatever steering had
+        changed (ntuple rules and filters, IRQ affinity, rps_cpus) is put back."""
+        async with self._steer_lock:
+            if enabled and self.steering is None:
+                self.steering = self._new_steering()
+                log.info("NIC steering on (policy placement.nic_steering = true): core "
+                         "changes also steer outer UDP flows (ethtool ntuple + IRQ "
+                         "affinity, or RPS)")
+            elif not enabled and self.steering is not None:
+                steering, self.steering = self.steering, None
+                log.info("NIC steering off (policy placement.nic_steering = false): "
+                         "putting back what it changed on the NICs")
+                try:
+                    await steering.undo()
+                except Exception:  # best effort: steering is off whatever happens
+                    log.exception("putting back the NIC settings steering changed failed")
+            elif not enabled and not self._steering_said:
+                log.info("NIC steering off (policy placement.nic_steering = false): no "
+                         "NIC setting is touched")
+            self._steering_said = True
 
     async def _endpoint(self, interface: str, key: bytes) -> _genl.Endpoint | None:
         """A peer's endpoint from a per-device cache: upstream's dump of every peer is
@@ -255,7 +293,7 @@ class KernelDataPlane:
             self._genl.close()
 
 
-async def open_dataplane(*, steer: bool = True,
+async def open_dataplane(*, steer: bool = False,
                          change_log: Callable[[str], None] | None = None) -> KernelDataPlane:
     """Open the family; a clear error if the patched module is not loaded."""
     genl = _genl.Genl()

@@ -1,16 +1,34 @@
 """Prometheus metrics of one daemon, in its own registry (no global registry state).
 
-Per-peer series carry two labels only, `interface` and `public_key`, as the WireGuard
-exporters do; a peer's friendly name lives in the `wghybrid_peer_info` metric, to be
-joined on those two labels. Per-peer series are built at scrape time from the
-controller's last status snapshot by a custom collector, so a peer that disappears
-leaves no stale series behind.
+The conventions are Prometheus's (base units: bytes, seconds; cumulative counters named
+`..._total`, never pre-smoothed rates; no numeric IDs as values, no sentinels) and those
+of the WireGuard exporters: per-peer series carry `interface` and `public_key`, and a
+peer's friendly name, mode and core live in the `wghybrid_peer_info` gauge (always 1), to
+be joined on those two labels.
+
+Per peer, three series (`wghybrid_peer_receive_bytes_total`,
+`wghybrid_peer_transmit_bytes_total`, straight from the data plane's counters, and
+`wghybrid_peer_info{name,mode,core}`), under 400 bytes; above the policy's
+`[metrics] per_peer_max` peers there are none. The budget holds three series (each
+carries the 44-character key), no more: the peers' class, CPU time and drops are
+exported per interface and mode, not per peer. Aggregates per interface and mode (bytes,
+CPU seconds, drops, peer counts) and per core (busy seconds) are always there: the
+per-mode counters are accumulated here, tick by tick, from each peer's counter deltas
+(`DaemonMetrics.observe`), so that a peer changing mode moves its traffic, not its
+history, from one mode's total to the other's.
+
+Everything is built at scrape time from the last tick's snapshot by a custom collector
+(a peer that disappears leaves no stale series behind); the per-peer families are written
+as text directly, column by column (100,000 Sample objects per scrape cost more than the
+tick).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 
+import numpy as np
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import (
     CounterMetricFamily,
@@ -20,163 +38,268 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 
-from wghybrid.core.status import columns
-from wghybrid.model import InterfaceStatus, Mode, Override, PeerClass, encode_key
-
-Presence = Callable[[], Sequence[tuple[Override, bool]]]
-"""The live overrides, each with whether its peer is in the last snapshot."""
+from wghybrid.core.estimate import Costs
+from wghybrid.core.rates import lookup
+from wghybrid.core.status import PeerColumns, columns
+from wghybrid.model import (
+    U64,
+    InterfaceStatus,
+    Mode,
+    Override,
+    PeerClass,
+    SetPeerMode,
+    encode_key,
+)
 
 PEER_LABELS = ("interface", "public_key")
 
+PER_PEER_MAX = 10_000
+"""The policy's default `[metrics] per_peer_max`."""
+
 TICK_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+
+MODES = tuple(str(m) for m in Mode)
+CLASSES = tuple(str(c) for c in PeerClass)
+CAUSES = ("automatic", "override")
+
+BYTES_PER_GBPS = 1e9 / 8
+"""Bytes per second in one Gbps: a learned cost of c cores per Gbps is c / BYTES_PER_GBPS
+CPU-seconds per byte."""
+
+_TOTALS = ("rx_bytes", "tx_bytes", "rx_cpu_ns", "tx_cpu_ns", "drops")
+
+
+def _escape(value: str) -> str:
+    """A label value of the text exposition format."""
+    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+
+
+@dataclass(frozen=True, slots=True)
+class _Seen:
+    """One interface's peers at the last observed tick: who, in which mode, how far."""
+
+    key: np.ndarray
+    mode: np.ndarray
+    epoch: U64
+    counters: np.ndarray
+    """(5, n) uint64: `_TOTALS`, row for row."""
+
+
+def _counters(cols: PeerColumns) -> np.ndarray:
+    return np.stack([np.asarray(getattr(cols, name), dtype=np.uint64) for name in _TOTALS]) \
+        if len(cols) else np.zeros((len(_TOTALS), 0), dtype=np.uint64)
+
+
+def _same_keys(a: np.ndarray, b: np.ndarray) -> bool:
+    """Whether two "S32" key columns are equal row for row (as 64-bit words: fast)."""
+    if a.shape != b.shape:
+        return False
+    a, b = np.ascontiguousarray(a, dtype="S32"), np.ascontiguousarray(b, dtype="S32")
+    return bool(np.array_equal(a.view(np.uint64), b.view(np.uint64)))
+
+
+def _deltas(
+    name: str, prev: _Seen, cols: PeerColumns, cur: np.ndarray, mode: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Each peer's counter increase since `prev` ((5, n) uint64) and the mode it was in
+    then: a peer not in `prev`, or in another epoch, counts from zero."""
+    n_prev = int(prev.key.shape[0])
+    if _same_keys(prev.key, cols.key):
+        # The same peers in the same order (the usual tick): no lookup, no gather.
+        same = prev.epoch == cols.epoch
+        base = np.where(same, prev.counters, np.uint64(0))
+        then = prev.mode
+    elif n_prev:
+        rows = lookup((name,), np.zeros(n_prev, np.int32), prev.key,
+                      (name,), np.zeros(len(cols), np.int32), cols.key)
+        found = rows >= 0
+        r = np.maximum(rows, 0)
+        same = found & (prev.epoch[r] == cols.epoch)
+        base = np.where(same, prev.counters[:, r], np.uint64(0))
+        then = np.where(found, prev.mode[r], mode)
+    else:
+        base = np.zeros_like(cur)
+        then = mode
+    return np.where(cur >= base, cur - base, np.uint64(0)), then
+
+
+def peer_exposition(snapshot: Sequence[InterfaceStatus]) -> bytes:
+    """The per-peer families, in the text exposition format (0.0.4), written column by
+    column: every peer's receive and transmit byte counters and its info series."""
+    cols = [columns(i) for i in snapshot]
+    heads = {
+        "rx": "# HELP wghybrid_peer_receive_bytes_total Bytes received from the peer "
+              "(the data plane's counter)\n# TYPE wghybrid_peer_receive_bytes_total counter\n",
+        "tx": "# HELP wghybrid_peer_transmit_bytes_total Bytes sent to the peer "
+              "(the data plane's counter)\n# TYPE wghybrid_peer_transmit_bytes_total counter\n",
+        "info": "# HELP wghybrid_peer_info A peer's friendly name, mode and core (no core: "
+                "the data plane's default), always 1\n# TYPE wghybrid_peer_info gauge\n",
+    }
+    parts: dict[str, list[str]] = {k: [v] for k, v in heads.items()}
+    mode_names = np.array(MODES + ("",), dtype=object)
+    for c in cols:
+        if not len(c):
+            continue
+        iface = _escape(c.interface)
+        ids = [f'{{interface="{iface}",public_key="{k}"' for k in c.public_keys()]
+        parts["rx"].extend(f"wghybrid_peer_receive_bytes_total{i}}} {v}\n"
+                           for i, v in zip(ids, c.rx_bytes.tolist(), strict=True))
+        parts["tx"].extend(f"wghybrid_peer_transmit_bytes_total{i}}} {v}\n"
+                           for i, v in zip(ids, c.tx_bytes.tolist(), strict=True))
+        # An empty label is no label (Prometheus's data model): left out, it costs nothing.
+        names = [f',name="{_escape(n)}"' if n else "" for n in c.names()]
+        modes = mode_names[np.minimum(c.mode, len(MODES))].tolist()
+        cores = [f',core="{x}"' if x >= 0 else "" for x in c.core.tolist()]
+        parts["info"].extend(
+            f'wghybrid_peer_info{i}{n},mode="{m}"{core}}} 1\n'
+            for i, n, m, core in zip(ids, names, modes, cores, strict=True)
+        )
+    return "".join(s for k in heads for s in parts[k]).encode()
 
 
 class _SnapshotCollector(Collector):
-    """Per-peer and per-interface gauges from the controller's last status snapshot."""
+    """Per-interface, per-core and gateway families from the last tick."""
 
-    def __init__(
-        self,
-        snapshot: Callable[[], tuple[InterfaceStatus, ...]],
-        transitions: Callable[[], int],
-        info: Callable[[], dict[str, str]],
-        overrides: Presence | None = None,
-    ) -> None:
-        self._snapshot = snapshot
-        self._transitions = transitions
-        self._info = info
-        self._overrides = overrides
+    def __init__(self, metrics: DaemonMetrics) -> None:
+        self._m = metrics
 
     def collect(self) -> Iterator[Metric]:
-        snap = self._snapshot()
+        m = self._m
+        snap = m.snapshot()
         build = InfoMetricFamily("wghybrid_daemon", "The running daemon: version, backend, policy")
-        build.add_metric([], self._info())
+        build.add_metric([], m.info())
         yield build
-        yield CounterMetricFamily(
-            "wghybrid_transitions", "Mode changes applied since start", value=self._transitions()
-        )
 
-        peer_info = InfoMetricFamily(
-            "wghybrid_peer", "A peer's friendly name", labels=(*PEER_LABELS, "name")
-        )
-        gauges = {
-            "rx": GaugeMetricFamily(
-                "wghybrid_peer_receive_bits_per_second",
-                "Smoothed receive rate of the tunnel",
-                labels=PEER_LABELS,
-            ),
-            "tx": GaugeMetricFamily(
-                "wghybrid_peer_transmit_bits_per_second",
-                "Smoothed transmit rate of the tunnel",
-                labels=PEER_LABELS,
-            ),
-            "cpu": GaugeMetricFamily(
-                "wghybrid_peer_cpu_cores", "Smoothed CPU use, in cores", labels=PEER_LABELS
-            ),
-            "inline": GaugeMetricFamily(
-                "wghybrid_peer_inline",
-                "1 when the tunnel runs inline, 0 vanilla",
-                labels=PEER_LABELS,
-            ),
-            "elephant": GaugeMetricFamily(
-                "wghybrid_peer_elephant", "1 when classed elephant, 0 mouse", labels=PEER_LABELS
-            ),
-            "core": GaugeMetricFamily(
-                "wghybrid_peer_core",
-                "Core of the tunnel's serial work (-1: data plane's default)",
-                labels=PEER_LABELS,
-            ),
-            "pinned": GaugeMetricFamily(
-                "wghybrid_peer_pinned", "1 when an operator override pins it", labels=PEER_LABELS
-            ),
-            "unmanaged": GaugeMetricFamily(
-                "wghybrid_peer_unmanaged",
-                "1 when the controller stopped managing it after a permanent error",
-                labels=PEER_LABELS,
-            ),
-            "time": GaugeMetricFamily(
-                "wghybrid_peer_time_in_mode_seconds",
-                "Seconds since the last mode change",
-                labels=PEER_LABELS,
-            ),
-        }
-        crypt = GaugeMetricFamily(
-            "wghybrid_interface_crypt_cores",
-            "Size of the vanilla crypt-worker pool",
-            labels=("interface",),
-        )
-        inline_cores = GaugeMetricFamily(
-            "wghybrid_interface_inline_cores",
-            "Cores carrying at least one inline tunnel",
-            labels=("interface",),
-        )
-        napi = GaugeMetricFamily(
-            "wghybrid_interface_threaded_napi",
-            "1 when threaded NAPI is on",
-            labels=("interface",),
-        )
+        last = m.last_tick()
+        if last is not None:
+            yield GaugeMetricFamily("wghybrid_last_tick_timestamp_seconds",
+                                    "Unix time of the last completed tick", value=last)
+        per_peer = m.per_peer(snap)
+        yield GaugeMetricFamily(
+            "wghybrid_metrics_per_peer_series",
+            "1 when per-peer series are exported (at most [metrics] per_peer_max peers)",
+            value=float(per_peer))
+
+        ifl = ("interface",)
+        crypt = GaugeMetricFamily("wghybrid_interface_crypt_cores",
+                                  "Size of the vanilla crypt-worker pool", labels=ifl)
+        inline_cores = GaugeMetricFamily("wghybrid_interface_inline_cores",
+                                         "Cores carrying at least one inline tunnel", labels=ifl)
+        napi = GaugeMetricFamily("wghybrid_interface_threaded_napi",
+                                 "1 when threaded NAPI is on", labels=ifl)
+        peers = GaugeMetricFamily("wghybrid_interface_peers", "Peers, by mode and class",
+                                  labels=("interface", "mode", "class"))
+        pinned = GaugeMetricFamily("wghybrid_interface_pinned_peers",
+                                   "Peers whose mode or core an operator override decides",
+                                   labels=ifl)
+        unmanaged = GaugeMetricFamily(
+            "wghybrid_interface_unmanaged_peers",
+            "Peers the controller stopped managing after a permanent error", labels=ifl)
         for iface in snap:
+            cols = columns(iface)
             crypt.add_metric([iface.name], len(iface.crypt_cores))
             inline_cores.add_metric([iface.name], len(iface.inline_cores))
             napi.add_metric([iface.name], float(iface.threaded_napi))
-            # Column by column from the snapshot's arrays: no PeerStatus objects.
-            cols = columns(iface)
-            rows = zip(
-                cols.public_keys(), cols.names(), cols.rx_bps.tolist(), cols.tx_bps.tolist(),
-                cols.cpu.tolist(), (cols.mode == Mode.INLINE).astype(float).tolist(),
-                (cols.pclass == PeerClass.ELEPHANT).astype(float).tolist(), cols.core.tolist(),
-                cols.pinned.astype(float).tolist(), (cols.unmanaged >= 0).astype(float).tolist(),
-                cols.time_in_mode.tolist(), strict=True,
-            )
-            for key, name, rx, tx, cpu, inline, elephant, core, pinned, unmanaged, t in rows:
-                labels = [cols.interface, key]
-                peer_info.add_metric(labels, {"name": name})
-                gauges["rx"].add_metric(labels, rx)
-                gauges["tx"].add_metric(labels, tx)
-                gauges["cpu"].add_metric(labels, cpu)
-                gauges["inline"].add_metric(labels, inline)
-                gauges["elephant"].add_metric(labels, elephant)
-                gauges["core"].add_metric(labels, core)
-                gauges["pinned"].add_metric(labels, pinned)
-                gauges["unmanaged"].add_metric(labels, unmanaged)
-                gauges["time"].add_metric(labels, t)
-        yield peer_info
-        yield from gauges.values()
-        yield crypt
-        yield inline_cores
-        yield napi
-        if self._overrides is not None:
-            presence = self._overrides()
-            count = GaugeMetricFamily(
-                "wghybrid_overrides", "Live operator overrides, by whether their peer is present",
-                labels=("present",),
-            )
-            count.add_metric(["true"], sum(1 for _, here in presence if here))
-            count.add_metric(["false"], sum(1 for _, here in presence if not here))
-            yield count
-            absent = GaugeMetricFamily(
-                "wghybrid_override_absent",
-                "1 for an override whose peer is not in the data plane (it waits for the peer)",
-                labels=PEER_LABELS,
-            )
-            for o, here in presence:
-                if not here:
-                    absent.add_metric([o.interface, encode_key(o.public_key)], 1.0)
-            yield absent
+            grid = np.zeros((len(MODES), len(CLASSES)), dtype=np.int64)
+            ok = (cols.mode < len(MODES)) & (cols.pclass < len(CLASSES))
+            np.add.at(grid, (cols.mode[ok].astype(np.intp), cols.pclass[ok].astype(np.intp)), 1)
+            for mi, mode in enumerate(MODES):
+                for ci, pclass in enumerate(CLASSES):
+                    peers.add_metric([iface.name, mode, pclass], float(grid[mi, ci]))
+            _, _, npinned, nunmanaged = cols.counts()
+            pinned.add_metric([iface.name], npinned)
+            unmanaged.add_metric([iface.name], nunmanaged)
+        yield from (crypt, inline_cores, napi, peers, pinned, unmanaged)
+
+        modes = ("interface", "mode")
+        rx = CounterMetricFamily("wghybrid_interface_receive_bytes",
+                                 "Bytes received by the interface's peers, by their mode",
+                                 labels=modes)
+        tx = CounterMetricFamily("wghybrid_interface_transmit_bytes",
+                                 "Bytes sent by the interface's peers, by their mode",
+                                 labels=modes)
+        cpu = CounterMetricFamily("wghybrid_interface_cpu_seconds",
+                                  "CPU time of the interface's tunnels, by mode and direction",
+                                  labels=(*modes, "direction"))
+        drops = CounterMetricFamily("wghybrid_interface_drops",
+                                    "Packets the interface's tunnels dropped, by their mode",
+                                    labels=modes)
+        for (name, mode), t in sorted(m.totals().items()):
+            rx.add_metric([name, mode], t[0])
+            tx.add_metric([name, mode], t[1])
+            cpu.add_metric([name, mode, "rx"], t[2] / 1e9)
+            cpu.add_metric([name, mode, "tx"], t[3] / 1e9)
+            drops.add_metric([name, mode], t[4])
+        yield from (rx, tx, cpu, drops)
+
+        busy = m.core_busy()
+        if busy is not None:
+            fam = CounterMetricFamily("wghybrid_core_busy_seconds",
+                                      "Time each online core spent not idle", labels=("core",))
+            for core, ns in enumerate(np.asarray(busy).tolist()):
+                fam.add_metric([str(core)], ns / 1e9)
+            yield fam
+        costs = m.costs()
+        if costs is not None:
+            cost = GaugeMetricFamily(
+                "wghybrid_learned_cpu_seconds_per_byte",
+                "What each mode costs on this gateway, as the controller learned it",
+                labels=("mode",))
+            cost.add_metric([str(Mode.INLINE)], costs.inline / BYTES_PER_GBPS)
+            cost.add_metric([str(Mode.VANILLA)], costs.vanilla / BYTES_PER_GBPS)
+            yield cost
+            yield GaugeMetricFamily(
+                "wghybrid_learned_vanilla_pool_share",
+                "Fraction of vanilla's CPU spent on the crypt-worker pool's cores (learned)",
+                value=costs.pool_share)
+
+        presence = m.overrides
+        count = GaugeMetricFamily(
+            "wghybrid_overrides", "Live operator overrides, by whether their peer is present",
+            labels=("present",),
+        )
+        count.add_metric(["true"], sum(1 for _, here in presence if here))
+        count.add_metric(["false"], sum(1 for _, here in presence if not here))
+        yield count
+        absent = GaugeMetricFamily(
+            "wghybrid_override_absent",
+            "1 for an override whose peer is not in the data plane (it waits for the peer)",
+            labels=PEER_LABELS,
+        )
+        for o, here in presence:
+            if not here:
+                absent.add_metric([o.interface, encode_key(o.public_key)], 1.0)
+        yield absent
 
 
 class DaemonMetrics:
-    """The metrics one daemon exports; the loop updates the counters and histograms."""
+    """The metrics one daemon exports; the loop updates the counters and histograms and
+    calls `observe` with each new snapshot."""
 
     def __init__(
         self,
         snapshot: Callable[[], tuple[InterfaceStatus, ...]],
-        transitions: Callable[[], int],
         info: Callable[[], dict[str, str]],
+        *,
+        per_peer_max: Callable[[], int] = lambda: PER_PEER_MAX,
+        costs: Callable[[], Costs | None] = lambda: None,
+        core_busy: Callable[[], U64 | None] = lambda: None,
+        last_tick: Callable[[], float | None] = lambda: None,
     ) -> None:
+        self.snapshot = snapshot
+        self.info = info
+        self.per_peer_max = per_peer_max
+        self.costs = costs
+        self.core_busy = core_busy
+        self.last_tick = last_tick
         self.overrides: Sequence[tuple[Override, bool]] = ()
         """The live overrides and whether their peer is present, set (on the event loop)
         before each rendering: `render` runs in a worker thread and must not read the
         daemon's live dictionaries."""
+        self._seen: dict[str, _Seen] = {}
+        self._totals: dict[tuple[str, str], tuple[int, ...]] = {}
+        """Per (interface, mode): `_TOTALS` accumulated; replaced whole by `observe` (the
+        rendering thread reads whichever dictionary is current)."""
         self.registry = CollectorRegistry(auto_describe=False)
         r = self.registry
         self.ticks = Counter("wghybrid_ticks", "Ticks completed (sampled and decided)", registry=r)
@@ -197,6 +320,13 @@ class DaemonMetrics:
             buckets=TICK_BUCKETS,
             registry=r,
         )
+        self.mode_changes = Counter(
+            "wghybrid_mode_changes",
+            "Peer mode changes applied, by the mode changed to and whether the controller "
+            "(automatic) or an operator's override asked for it",
+            ("interface", "to", "cause"),
+            registry=r,
+        )
         self.sample_errors = Counter(
             "wghybrid_sample_errors", "Ticks whose sample failed or timed out", registry=r
         )
@@ -214,7 +344,61 @@ class DaemonMetrics:
         self.policy_reload_errors = Counter(
             "wghybrid_policy_reload_errors", "Policy reloads rejected", registry=r
         )
-        r.register(_SnapshotCollector(snapshot, transitions, info, lambda: self.overrides))
+        r.register(_SnapshotCollector(self))
+
+    # -- fed by the loop -------------------------------------------------------------
+    def mode_changed(self, op: SetPeerMode) -> None:
+        """An applied mode change: an operator's when its reason is the override rule."""
+        cause = "override" if op.reason is not None and op.reason.rule == "override" \
+            else "automatic"
+        self.mode_changes.labels(op.interface, str(op.mode), cause).inc()
+
+    def mode_changes_total(self) -> float:
+        return sum(s.value for fam in self.mode_changes.collect() for s in fam.samples
+                   if s.name.endswith("_total"))
+
+    def observe(self, snapshot: Sequence[InterfaceStatus]) -> None:
+        """Fold a new snapshot's counters into the per-mode totals: each peer's increase
+        since the last snapshot goes to the mode it was in then. The first snapshot of an
+        interface is the baseline; a peer new since the last one (or whose counters
+        restarted: another epoch) counts from zero."""
+        totals = dict(self._totals)
+        seen: dict[str, _Seen] = {}
+        for status in snapshot:
+            cols = columns(status)
+            name = cols.interface
+            if name not in seen:
+                for label in MODES:
+                    totals.setdefault((name, label), (0,) * len(_TOTALS))
+                    for cause in CAUSES:
+                        self.mode_changes.labels(name, label, cause)
+            cur = _counters(cols)
+            mode = np.asarray(cols.mode, dtype=np.uint8)
+            prev = self._seen.get(name)
+            if prev is not None and len(cols):
+                delta, then = _deltas(name, prev, cols, cur, mode)
+                inline = then == Mode.INLINE
+                every = delta.sum(axis=1)
+                part = (delta * inline).sum(axis=1)  # a mask multiplied: no gather
+                for m, add in ((Mode.INLINE, part), (Mode.VANILLA, every - part)):
+                    old = totals.get((name, str(m)), (0,) * len(_TOTALS))
+                    totals[(name, str(m))] = tuple(
+                        a + b for a, b in zip(old, add.tolist(), strict=True))
+            seen[name] = _Seen(np.array(cols.key, dtype="S32"), mode,
+                               np.asarray(cols.epoch, dtype=np.uint64), cur)
+        self._seen = seen
+        self._totals = {k: v for k, v in totals.items() if k[0] in seen}
+
+    # -- read by the rendering thread ------------------------------------------------
+    def totals(self) -> dict[tuple[str, str], tuple[int, ...]]:
+        return self._totals
+
+    def per_peer(self, snapshot: Sequence[InterfaceStatus]) -> bool:
+        return sum(len(i.peers) for i in snapshot) <= self.per_peer_max()
 
     def render(self) -> bytes:
-        return generate_latest(self.registry)
+        snap = self.snapshot()
+        body = generate_latest(self.registry)
+        if self.per_peer(snap):
+            body += peer_exposition(snap)
+        return body

@@ -325,12 +325,59 @@ async def test_per_peer_metrics_carry_interface_and_public_key_only(tmp_path: Pa
     families = {f.name: f for f in text_string_to_metric_families(text)}
     keys = {encode_key(k.tobytes()) for k in dp.gateway.keys}
     peer_families = [f for n, f in families.items() if n.startswith("wghybrid_peer_")]
-    assert len(peer_families) >= 9
+    assert {f.name for f in peer_families} == {
+        "wghybrid_peer_receive_bytes", "wghybrid_peer_transmit_bytes", "wghybrid_peer_info"}
     for family in peer_families:
         assert {s.labels["public_key"] for s in family.samples} == keys, family.name
-        info = family.name == "wghybrid_peer_info"
-        want = {"interface", "public_key"} | ({"name"} if info else set())
-        assert all(set(s.labels) == want for s in family.samples), family.name
+        if family.name == "wghybrid_peer_info":
+            # the state as labels (empty ones left out), the value always 1
+            assert all({"interface", "public_key", "mode"} <= set(s.labels)
+                       <= {"interface", "public_key", "mode", "name", "core"}
+                       and s.value == 1 for s in family.samples)
+        else:
+            assert family.type == "counter"
+            assert all(set(s.labels) == {"interface", "public_key"} for s in family.samples)
     assert "wghybrid_peer_info" in families
+    assert families["wghybrid_last_tick_timestamp_seconds"].samples[0].value == d.last_tick
     assert families["wghybrid_ticks"].samples[0].value == d.ticks
     assert families["wghybrid_tick_duration_seconds"].type == "histogram"
+
+
+async def test_mode_changes_are_counted_by_target_and_cause(tmp_path: Path) -> None:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    clock = Clock()
+    d, dp = make_daemon(tmp_path, clock)
+    await quiesce(d, clock)
+    key = dp.gateway.keys[0].tobytes()
+    await d.set_override(Override("wg0", key, Mode.VANILLA, reason="test"))
+    clock.t += 1.0
+    await d.tick()
+    assert dp.gateway.mode[0] == Mode.VANILLA
+    text = d.metrics.render().decode()
+    changes = {(s.labels["to"], s.labels["cause"]): s.value
+               for f in text_string_to_metric_families(text) if f.name == "wghybrid_mode_changes"
+               for s in f.samples if s.name.endswith("_total")}
+    assert changes == {("vanilla", "override"): 1.0, ("vanilla", "automatic"): 0.0,
+                       ("inline", "override"): 0.0, ("inline", "automatic"): 0.0}
+    assert d.metrics.mode_changes_total() == 1
+    clock.t += 1.0
+    await d.tick()  # the snapshot shows the mode the next sample reads
+    text = d.metrics.render().decode()
+    info = [line for line in text.splitlines()
+            if line.startswith("wghybrid_peer_info{") and encode_key(key) in line]
+    assert len(info) == 1 and 'mode="vanilla"' in info[0]
+
+
+async def test_per_peer_series_stop_above_the_policy_limit(tmp_path: Path) -> None:
+    clock = Clock()
+    d, _ = make_daemon(tmp_path, clock)
+    await quiesce(d, clock)
+    assert b"\nwghybrid_peer_receive_bytes_total{" in d.metrics.render()
+    limited = parse_policy(POLICY.format(interval=1.0) + "[metrics]\nper_peer_max = 2\n",
+                           online_cores=8)
+    d.controller.set_policy(limited)
+    body = d.metrics.render()
+    assert b"\nwghybrid_peer_" not in body
+    assert b"\nwghybrid_metrics_per_peer_series 0.0" in body
+    assert b'\nwghybrid_interface_peers{class="mouse",interface="wg0",mode="inline"} 3.0' in body

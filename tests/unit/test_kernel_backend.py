@@ -1,19 +1,37 @@
 """KernelDataPlane against a fake genl client and a fake /sys and /proc: samples as
 devices come and go, interrupted dumps, module reloads, errno -> transient/permanent,
-threaded NAPI, and steering decisions with a fake ethtool."""
+threaded NAPI, and steering decisions with a fake ethtool: off unless the policy turns it
+on (then nothing NIC-level is touched), its preflight (nothing switched before every file
+the step needs is writable and irqbalance is not running), and putting things back."""
 
 from __future__ import annotations
 
+import asyncio
 import errno
+import os
+import socket
 import struct
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from wghybrid import _genl, _sysfs, kernel
-from wghybrid.dataplane import DataPlane, PermanentError, TransientError
+from wghybrid.daemon import Daemon
+from wghybrid.dataplane import (
+    DataPlane,
+    NicSteering,
+    PermanentError,
+    TransientError,
+    configure_nic_steering,
+)
 from wghybrid.model import Mode, SetCryptCores, SetPeerCore, SetPeerMode, SetThreadedNapi
+from wghybrid.policy import Policy
+from wghybrid.policy.load import load_policy, parse_policy, shipped_policy_dir
+from wghybrid.sim import SimDataPlane, parse_scenario
+from wghybrid.state import StateStore
 
 pytestmark = pytest.mark.unit
 
@@ -260,7 +278,14 @@ class FakeEthtool:
         if argv[1] == "-N":
             self.next_id -= 1
             return 0, f"Added rule with ID {self.next_id + 1}\n"
+        if argv[1] == "-K" and argv[3:] in (["ntuple", "on"], ["ntuple", "off"]):
+            self.ntuple = argv[4]
+            return 0, ""
         return 1, "unexpected"
+
+    def switched(self) -> list[list[str]]:
+        """The feature switches asked for (ethtool -K)."""
+        return [a for a in self.argv if a[1] == "-K"]
 
 
 def nic_tree(tmp_path: Path, queues: int, irqs: bool) -> tuple[Path, Path]:
@@ -280,11 +305,20 @@ def nic_tree(tmp_path: Path, queues: int, irqs: bool) -> tuple[Path, Path]:
     return sys, proc
 
 
+def steering(tmp_path: Path, lines: list[str], eth: FakeEthtool,
+             **kw: object) -> _sysfs.Steering:
+    """A Steering on the fake trees; irqbalance's socket is looked for in tmp_path/run,
+    not in this machine's /run."""
+    sys, proc = tmp_path / "sys", tmp_path / "proc"
+    return _sysfs.Steering(lines.append, sys=sys, proc=proc, run_dir=tmp_path / "run",
+                           run=eth, **kw)  # type: ignore[arg-type]
+
+
 async def test_steering_with_ntuple(tmp_path: Path) -> None:
     sys, proc = nic_tree(tmp_path, 2, irqs=True)
     lines: list[str] = []
     eth = FakeEthtool("on")
-    s = _sysfs.Steering(lines.append, sys=sys, proc=proc, run=eth)
+    s = steering(tmp_path, lines, eth)
     await s.steer(key(1), "eth0", "10.0.0.2", 40000, 51820, 1)
     assert eth.argv[-1] == ["ethtool", "-N", "eth0", "flow-type", "udp4", "src-ip", "10.0.0.2",
                             "src-port", "40000", "dst-port", "51820", "action", "1"]
@@ -347,6 +381,7 @@ async def test_core_change_steers_with_cached_endpoints(
     lines: list[str] = []
     p = kernel.KernelDataPlane(fake, change_log=lines.append,  # type: ignore[arg-type]
                                sys=sys, proc=proc)
+    await p.set_nic_steering(True)
     assert p.steering is not None
     p.steering.run = FakeEthtool("off [fixed]")
     await p.apply(SetPeerCore("wg0", key(1), 1))
@@ -364,7 +399,8 @@ async def test_steering_failure_does_not_fail_the_core_change(
         raise RuntimeError("pyroute2 surprise")
 
     monkeypatch.setattr(_genl, "wireguard_endpoints", broken)
-    p = kernel.KernelDataPlane(fake, sys=roots[0], proc=roots[1])  # type: ignore[arg-type]
+    p = kernel.KernelDataPlane(fake, steer=True,  # type: ignore[arg-type]
+                               sys=roots[0], proc=roots[1])
     await p.apply(SetPeerCore("wg0", key(1), 1))
     assert ("set_peer", "wg0", key(1), None, 1) in fake.calls
 
@@ -373,3 +409,313 @@ async def test_failed_reading_is_transient(fake: FakeGenl, roots: tuple[Path, Pa
     fake.errors = [errno.ENOENT]  # e.g. the module reloaded between family check and dump
     with pytest.raises(TransientError, match="reading counters: ENOENT"):
         await plane(fake, roots).sample()
+
+
+# -- NIC steering: off by default, preflight, irqbalance, putting back ------------------
+
+
+def snapshot(root: Path) -> dict[str, str]:
+    """Every file under `root` and what it holds."""
+    return {str(p.relative_to(root)): p.read_text() for p in sorted(root.rglob("*"))
+            if p.is_file()}
+
+
+async def no_command(argv: list[str]) -> tuple[int, str]:
+    raise AssertionError(f"ran {argv}")
+
+
+def test_nic_steering_is_off_by_default() -> None:
+    assert Policy().placement.nic_steering is False
+    for path in sorted(shipped_policy_dir().glob("*.toml")):
+        assert load_policy(path, online_cores=32).placement.nic_steering is False, path.name
+    on = parse_policy("[placement]\nnic_steering = true\n", "p.toml", 4)
+    assert on.placement.nic_steering is True
+    with pytest.raises(ValueError, match=r"p.toml: placement.nic_steering: expected true or "
+                                         r"false, got a string \(\"yes\"\)"):
+        parse_policy('[placement]\nnic_steering = "yes"\n', "p.toml", 4)
+
+
+async def test_with_steering_off_nothing_nic_level_is_touched(
+    fake: FakeGenl, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sys, proc = nic_tree(tmp_path, 2, irqs=True)
+    before = snapshot(tmp_path)
+    looked_up: list[str] = []
+
+    async def endpoints(ifname: str) -> dict[bytes, _genl.Endpoint]:
+        looked_up.append(ifname)
+        return {key(1): _genl.Endpoint("10.0.0.2", 40000, 51820)}
+
+    async def route(address: str) -> str:
+        looked_up.append(address)
+        return "eth0"
+
+    async def no_exec(*argv: object, **kw: object) -> None:
+        raise AssertionError(f"ran {argv}")
+
+    monkeypatch.setattr(_genl, "wireguard_endpoints", endpoints)
+    monkeypatch.setattr(_genl, "route_device", route)
+    monkeypatch.setattr(_sysfs, "run_command", no_command)
+    monkeypatch.setattr(asyncio, "create_subprocess_exec", no_exec)
+    lines: list[str] = []
+    # As the daemon opens it (open_dataplane's default) and as the policy leaves it.
+    p = kernel.KernelDataPlane(fake, change_log=lines.append,  # type: ignore[arg-type]
+                               sys=sys, proc=proc)
+    assert p.steering is None
+    await configure_nic_steering(p, Policy().placement.nic_steering)
+    for core in (1, 0, -1):
+        await p.apply(SetPeerCore("wg0", key(1), core))
+    assert [c for c in fake.calls if c[0] == "set_peer"] == [
+        ("set_peer", "wg0", key(1), None, core) for core in (1, 0, -1)
+    ]  # the module's per-peer core still applies
+    assert p.steering is None and p.unsupported == {}
+    assert looked_up == [] and lines == []
+    assert snapshot(tmp_path) == before
+
+
+async def test_open_dataplane_leaves_steering_off(monkeypatch: pytest.MonkeyPatch) -> None:
+    async def opened(self: _genl.Genl) -> None:
+        self.family_id = 30
+
+    monkeypatch.setattr(_genl.Genl, "open", opened)
+    plane = await kernel.open_dataplane()
+    assert plane.steering is None
+    assert isinstance(plane, NicSteering)
+
+
+def read_only_irq(path: Path) -> str | None:
+    """/proc/irq as systemd's ProtectKernelTunables=yes leaves it; the rest writable."""
+    return os.strerror(errno.EROFS) if "irq" in path.parts else _sysfs.write_error(path)
+
+
+async def test_preflight_refuses_before_ntuple_is_switched_on(tmp_path: Path) -> None:
+    sys, proc = nic_tree(tmp_path, 2, irqs=True)
+    lines: list[str] = []
+    eth = FakeEthtool("off")  # ntuple filters the NIC has, not yet on
+    s = steering(tmp_path, lines, eth, writable=read_only_irq)
+    for k, core in ((1, 1), (2, 1), (3, 0)):
+        await s.steer(key(k), "eth0", f"10.0.0.{k}", 40000, 51820, core)
+    assert eth.switched() == [] and eth.ntuple == "off"  # never switched on
+    assert not any(a[1] == "-N" for a in eth.argv)
+    for irq in (40, 41):
+        assert (proc / f"irq/{irq}/smp_affinity_list").read_text() == "0-1\n"
+    # RPS instead, and the refusal said once, naming the file, why, and what was kept.
+    assert (sys / "class/net/eth0/queues/rx-0/rps_cpus").read_text() == "3"
+    refusal = [line for line in lines if line.startswith("[!]")]
+    assert refusal == [
+        f"[!] steering on eth0: no ntuple rules: {proc}/irq/40/smp_affinity_list is not "
+        "writable (Read-only file system) (and 1 more); under systemd "
+        "ProtectKernelTunables= mounts it read-only: see the drop-in in "
+        "systemd/wghybrid.service (ntuple filters left off, no IRQ affinity changed): "
+        "RPS instead"
+    ]
+    assert s.unsupported == {}
+
+
+async def steering_on_eth0(
+    fake: FakeGenl, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> tuple[kernel.KernelDataPlane, FakeEthtool, list[str], Path, Path, dict[str, str]]:
+    """Steering on, one peer (key 1) whose endpoint routes via eth0 (2 queues, IRQs),
+    ethtool faked with ntuple off: the plane, the fake ethtool, the change log, the sys
+    and proc roots, and a snapshot of the tree taken before the plane existed."""
+    sys, proc = nic_tree(tmp_path, 2, irqs=True)
+    before = snapshot(tmp_path)
+
+    async def endpoints(ifname: str) -> dict[bytes, _genl.Endpoint]:
+        return {key(1): _genl.Endpoint("10.0.0.2", 40000, 51820)}
+
+    async def route(address: str) -> str:
+        return "eth0"
+
+    monkeypatch.setattr(_genl, "wireguard_endpoints", endpoints)
+    monkeypatch.setattr(_genl, "route_device", route)
+    lines: list[str] = []
+    p = kernel.KernelDataPlane(fake, change_log=lines.append,  # type: ignore[arg-type]
+                               sys=sys, proc=proc)
+    await p.set_nic_steering(True)
+    assert p.steering is not None
+    eth = FakeEthtool("off")
+    p.steering.run = eth
+    p.steering.run_dir = tmp_path / "run"
+    return p, eth, lines, sys, proc, before
+
+
+async def test_preflight_refusing_everything_changes_nothing_and_says_it_once(
+    fake: FakeGenl, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    p, eth, lines, sys, proc, before = await steering_on_eth0(fake, tmp_path, monkeypatch)
+    p.steering.writable = lambda path: os.strerror(errno.EROFS)  # /sys and /proc/irq
+    for core in (1, 0, 1):
+        await p.apply(SetPeerCore("wg0", key(1), core))  # the daemon goes on
+    assert len([c for c in fake.calls if c[0] == "set_peer"]) == 3
+    assert eth.switched() == []
+    assert snapshot(tmp_path) == before
+    assert len(lines) == 1
+    assert lines[0].startswith("[!] steering on eth0: ")
+    assert "ntuple filters left off, no IRQ affinity changed" in lines[0]
+    assert "rps_cpus is not writable (Read-only file system)" in lines[0]
+    assert "(no rps_cpus changed)" in lines[0]
+    assert lines[0].endswith("outer UDP flows are not steered there")
+    assert "eth0" in p.unsupported
+
+
+async def test_ntuple_is_switched_on_only_after_the_preflight(tmp_path: Path) -> None:
+    sys, proc = nic_tree(tmp_path, 2, irqs=True)
+    lines: list[str] = []
+    eth = FakeEthtool("off")
+    s = steering(tmp_path, lines, eth)
+    await s.steer(key(1), "eth0", "10.0.0.2", 40000, 51820, 1)
+    assert [a[1] for a in eth.argv] == ["-k", "-K", "-N"]
+    assert lines[0] == "[#] ethtool -K eth0 ntuple on"
+    assert lines[1] == f"[#] echo 1 > {proc}/irq/41/smp_affinity_list"
+
+
+async def test_no_queue_irqs_leaves_ntuple_off(tmp_path: Path) -> None:
+    sys, proc = nic_tree(tmp_path, 1, irqs=False)
+    lines: list[str] = []
+    eth = FakeEthtool("off")
+    s = steering(tmp_path, lines, eth)
+    await s.steer(key(1), "eth0", "10.0.0.2", 40000, 51820, 1)
+    assert eth.switched() == []
+    assert lines[0].startswith("[!] steering on eth0: no ntuple rules: no per-queue IRQs")
+
+
+async def test_irqbalance_running_refuses_irq_pinning(tmp_path: Path) -> None:
+    sys, proc = nic_tree(tmp_path, 2, irqs=True)
+    (proc / "4242").mkdir()
+    (proc / "4242/comm").write_text("irqbalance\n")
+    (proc / "17").mkdir()
+    (proc / "17/comm").write_text("sshd\n")
+    lines: list[str] = []
+    eth = FakeEthtool("on")  # even with ntuple filters already on: no IRQ is pinned
+    s = steering(tmp_path, lines, eth)
+    await s.steer(key(1), "eth0", "10.0.0.2", 40000, 51820, 1)
+    await s.steer(key(2), "eth0", "10.0.0.3", 40000, 51820, 0)
+    for irq in (40, 41):
+        assert (proc / f"irq/{irq}/smp_affinity_list").read_text() == "0-1\n"
+    assert not any(a[1] in ("-N", "-K") for a in eth.argv)
+    assert (sys / "class/net/eth0/queues/rx-1/rps_cpus").read_text() == "3"  # RPS instead
+    assert lines[0] == (
+        "[!] steering on eth0: no ntuple rules: irqbalance is running (process 4242 is "
+        "irqbalance): it would move the IRQs that ntuple steering pins, so the daemon does "
+        "not pin them (banning them in irqbalance with --banirq is not detected): stop and "
+        "disable irqbalance for ntuple steering (no ntuple rule added, no IRQ affinity "
+        "changed): RPS instead"
+    )
+    assert sum(line.startswith("[!]") for line in lines) == 1
+
+
+@pytest.fixture
+def short_dir() -> Iterator[Path]:
+    """A directory with a short path: a unix socket's path is at most 107 bytes."""
+    with tempfile.TemporaryDirectory(prefix="wgh", dir="/tmp") as d:
+        yield Path(d)
+
+
+def test_irqbalance_detected_by_its_socket(short_dir: Path) -> None:
+    proc, run = short_dir / "proc", short_dir / "run"
+    proc.mkdir()
+    (run / "irqbalance").mkdir(parents=True)
+    assert _sysfs.irqbalance_running(proc, run) is None
+    path = run / "irqbalance/irqbalance4242.sock"
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as listener:
+        listener.bind(os.fspath(path))
+        listener.listen(1)
+        assert _sysfs.irqbalance_running(proc, run) == f"{path} accepts connections"
+    # Left behind by a crash: the file is there, nobody accepts.
+    assert path.exists()
+    assert _sysfs.irqbalance_running(proc, run) is None
+
+
+async def test_irq_write_refused_after_the_preflight_switches_ntuple_back_off(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sys, proc = nic_tree(tmp_path, 2, irqs=True)
+
+    def managed(irq: int, cores: frozenset[int], proc: Path = proc) -> Path:
+        raise OSError(errno.EIO, os.strerror(errno.EIO))  # a managed IRQ
+
+    monkeypatch.setattr(_sysfs, "write_irq_affinity", managed)
+    lines: list[str] = []
+    eth = FakeEthtool("off")
+    s = steering(tmp_path, lines, eth)
+    await s.steer(key(1), "eth0", "10.0.0.2", 40000, 51820, 1)
+    await s.steer(key(2), "eth0", "10.0.0.3", 40000, 51820, 0)
+    assert eth.switched() == [["ethtool", "-K", "eth0", "ntuple", "on"],
+                              ["ethtool", "-K", "eth0", "ntuple", "off"]]
+    assert (sys / "class/net/eth0/queues/rx-0/rps_cpus").read_text() == "3"  # RPS instead
+    assert lines[1] == (f"[!] steering on eth0: no ntuple rules: {proc}/irq/41/"
+                        "smp_affinity_list: Input/output error: RPS instead")
+    assert sum(line.startswith("[!]") for line in lines) == 1
+
+
+async def test_turning_steering_off_puts_everything_back(
+    fake: FakeGenl, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    p, eth, lines, sys, proc, before = await steering_on_eth0(fake, tmp_path, monkeypatch)
+    await p.apply(SetPeerCore("wg0", key(1), 1))
+    assert (proc / "irq/41/smp_affinity_list").read_text() == "1"
+    await p.set_nic_steering(False)
+    assert p.steering is None
+    assert snapshot(tmp_path) == {**before, "proc/irq/41/smp_affinity_list": "0-1"}
+    assert eth.argv[-2:] == [["ethtool", "-N", "eth0", "delete", "1023"],
+                             ["ethtool", "-K", "eth0", "ntuple", "off"]]
+    assert lines[-3:] == [
+        "[#] ethtool -N eth0 delete 1023",
+        f"[#] echo 0-1 > {proc}/irq/41/smp_affinity_list",
+        "[#] ethtool -K eth0 ntuple off",
+    ]
+    n = len(eth.argv)
+    await p.apply(SetPeerCore("wg0", key(1), 0))  # off again: nothing more is touched
+    assert len(eth.argv) == n
+
+
+class SteerableSim(SimDataPlane):
+    """The simulated data plane plus the kernel backend's steering switch."""
+
+    def __init__(self, *args: object, **kw: object) -> None:
+        super().__init__(*args, **kw)  # type: ignore[arg-type]
+        self.steering_calls: list[bool] = []
+
+    async def set_nic_steering(self, enabled: bool) -> None:
+        self.steering_calls.append(enabled)
+
+
+async def test_a_policy_reload_passes_nic_steering_to_the_data_plane(tmp_path: Path) -> None:
+    scenario = parse_scenario('name = "s"\ncores = 2\nduration = 60\n[[group]]\n'
+                              'name = "m"\ncount = 1\ngbps = 0.1\n')
+    dp = SteerableSim(scenario)
+    texts = ["[placement]\nnic_steering = true\n", "# every default\n"]
+    d = Daemon(dataplane=dp, policy=Policy(),
+               load_policy=lambda: parse_policy(texts.pop(0), "p.toml", 2),
+               store=StateStore(tmp_path / "state"), backend="sim",
+               notify=lambda _m: None)
+    await d.reload_policy()
+    await d.reload_policy()
+    assert dp.steering_calls == [True, False]
+    await configure_nic_steering(SimDataPlane(scenario), True)  # no NIC there: ignored
+
+
+async def test_irqbalance_started_after_the_probe_stops_irq_pinning(tmp_path: Path) -> None:
+    sys, proc = nic_tree(tmp_path, 2, irqs=True)
+    now = [0.0]
+    lines: list[str] = []
+    eth = FakeEthtool("off")
+    s = steering(tmp_path, lines, eth, clock=lambda: now[0])
+    await s.steer(key(1), "eth0", "10.0.0.2", 40000, 51820, 1)
+    assert (proc / "irq/41/smp_affinity_list").read_text() == "1"
+    (proc / "99").mkdir()
+    (proc / "99/comm").write_text("irqbalance\n")
+    await s.steer(key(2), "eth0", "10.0.0.3", 40000, 51820, 0)  # not looked for yet
+    assert (proc / "irq/40/smp_affinity_list").read_text() == "0"
+    now[0] += _sysfs.IRQBALANCE_RECHECK + 1
+    (proc / "irq/40/smp_affinity_list").write_text("0-1\n")  # irqbalance at work
+    await s.steer(key(3), "eth0", "10.0.0.4", 40000, 51820, 0)
+    assert (proc / "irq/40/smp_affinity_list").read_text() == "0-1\n"  # left to it
+    assert (sys / "class/net/eth0/queues/rx-0/rps_cpus").read_text() == "1"  # RPS instead
+    refusal = [line for line in lines if line.startswith("[!]")]
+    assert len(refusal) == 1
+    assert refusal[0].startswith("[!] steering on eth0: no ntuple rules: irqbalance is "
+                                 "running (process 99 is irqbalance)")
+    assert refusal[0].endswith(": RPS instead")
+    assert ["ethtool", "-K", "eth0", "ntuple", "off"] not in eth.argv  # rules of ours remain

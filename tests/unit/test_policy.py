@@ -17,7 +17,7 @@ from hypothesis import HealthCheck, given, reject, settings
 from hypothesis import strategies as st
 
 from wghybrid.model import encode_key
-from wghybrid.policy import Classify, NapiPolicy, Placement, Policy
+from wghybrid.policy import Classify, Metrics, NapiPolicy, Placement, Policy
 from wghybrid.policy.load import (
     PolicyError,
     _dotted,
@@ -234,10 +234,11 @@ def key_comments(path: Path) -> dict[str, str]:
 
 
 ALL_KEYS = (
-    {f.name for f in dataclasses.fields(Policy)} - {"classify", "placement", "names", "source"}
+    {f.name for f in dataclasses.fields(Policy)}
+    - {"classify", "placement", "metrics", "names", "source"}
 ) | {f"classify.{f.name}" for f in dataclasses.fields(Classify)} | {
     f"placement.{f.name}" for f in dataclasses.fields(Placement)
-}
+} | {f"metrics.{f.name}" for f in dataclasses.fields(Metrics)}
 
 
 def test_policies_directory_holds_default_and_another_goal() -> None:
@@ -272,6 +273,7 @@ def test_default_file_states_the_built_in_defaults() -> None:
     built_in = Policy()
     assert policy.classify == built_in.classify
     assert policy.placement == built_in.placement
+    assert policy.metrics == built_in.metrics
     for f in ("interval", "smoothing", "cores", "interfaces", "restore_on_stop", "names"):
         assert getattr(policy, f) == getattr(built_in, f)
 
@@ -291,6 +293,7 @@ def test_efficiency_policy_is_more_conservative_than_default() -> None:
 TOP = ["name", "description", "interval", "smoothing", "cores", "interfaces", "restore_on_stop"]
 CLASSIFY = [f.name for f in dataclasses.fields(Classify)]
 PLACEMENT = [f.name for f in dataclasses.fields(Placement)]
+METRICS = [f.name for f in dataclasses.fields(Metrics)]
 
 scalars = st.one_of(
     st.booleans(),
@@ -353,6 +356,8 @@ PLAUSIBLE: dict[str, st.SearchStrategy[Any]] = {
     "core_capacity": fraction(),
     "threaded_napi": st.sampled_from(["auto", "on", "off", "yes"]),
     "min_gain": fraction(0, 1.2),
+    "nic_steering": st.booleans(),
+    "per_peer_max": st.integers(-1, 20_000_000) | fraction(0, 10),
 }
 
 
@@ -369,6 +374,7 @@ documents = st.builds(
         optional={
             "classify": mostly(table(CLASSIFY)),
             "placement": mostly(table(PLACEMENT)),
+            "metrics": mostly(table(METRICS)),
             "names": mostly(st.dictionaries(valid_keys, st.text(min_size=1, max_size=8),
                                             max_size=3)) | names_tables,
         },

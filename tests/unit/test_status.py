@@ -12,7 +12,7 @@ import pytest
 from factory import key
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from prometheus_client.core import GaugeMetricFamily, InfoMetricFamily
+from prometheus_client.parser import text_string_to_metric_families
 
 from wghybrid.api import Fragments, _peer_fields, _peer_tail
 from wghybrid.core.rates import Rates
@@ -25,7 +25,7 @@ from wghybrid.core.status import (
     has_peer,
     locate,
 )
-from wghybrid.metrics import _SnapshotCollector
+from wghybrid.metrics import peer_exposition
 from wghybrid.model import (
     GatewaySample,
     InterfaceState,
@@ -110,34 +110,30 @@ def _cpulist(cores: frozenset[int]) -> str:
     return format_cores(cores) if cores else ""
 
 
-def reference_peer_metrics(snapshot: tuple[InterfaceStatus, ...]) -> bytes:
-    """The per-peer families of metrics._SnapshotCollector as it was (PeerStatus loop)."""
-    labels_ = ("interface", "public_key")
-    info = InfoMetricFamily("wghybrid_peer", "A peer's friendly name", labels=(*labels_, "name"))
-    names = ["rx", "tx", "cpu", "inline", "elephant", "core", "pinned", "unmanaged", "time"]
-    g = {n: GaugeMetricFamily(f"g_{n}", n, labels=labels_) for n in names}
-    for i in snapshot:
-        for p in i.peers:
-            labels = [p.interface, encode_key(p.public_key)]
-            info.add_metric(labels, {"name": p.name})
-            g["rx"].add_metric(labels, p.rx_bps)
-            g["tx"].add_metric(labels, p.tx_bps)
-            g["cpu"].add_metric(labels, p.cpu)
-            g["inline"].add_metric(labels, float(p.mode == Mode.INLINE))
-            g["elephant"].add_metric(labels, float(p.pclass == PeerClass.ELEPHANT))
-            g["core"].add_metric(labels, p.core)
-            g["pinned"].add_metric(labels, float(p.pinned))
-            g["unmanaged"].add_metric(labels, float(p.unmanaged is not None))
-            g["time"].add_metric(labels, p.time_in_mode)
-    return b"".join(str(s.labels).encode() + repr(s.value).encode() + b"\n"
-                    for fam in (info, *g.values()) for s in fam.samples)
+def reference_peer_metrics(snapshot: tuple[InterfaceStatus, ...]) -> list[tuple[Any, ...]]:
+    """The per-peer series metrics.peer_exposition writes, from PeerStatus objects (the
+    counters: zero in these worlds): receive, transmit, info (empty labels left out)."""
+    out: list[tuple[Any, ...]] = []
+    for family in ("receive_bytes", "transmit_bytes", "info"):
+        for i in snapshot:
+            for p in i.peers:
+                labels = {"interface": p.interface, "public_key": encode_key(p.public_key)}
+                if family != "info":
+                    out.append((family, labels, 0.0))
+                    continue
+                if p.name:
+                    labels["name"] = p.name
+                labels["mode"] = str(p.mode)
+                if p.core >= 0:
+                    labels["core"] = str(p.core)
+                out.append((family, labels, 1.0))
+    return out
 
 
-def peer_metric_samples(snapshot: tuple[InterfaceStatus, ...]) -> bytes:
-    col = _SnapshotCollector(lambda: snapshot, lambda: 0, lambda: {})
-    fams = [f for f in col.collect() if f.name.startswith("wghybrid_peer")]
-    return b"".join(str(s.labels).encode() + repr(s.value).encode() + b"\n"
-                    for fam in fams for s in fam.samples)
+def peer_metric_samples(snapshot: tuple[InterfaceStatus, ...]) -> list[tuple[Any, ...]]:
+    text = peer_exposition(snapshot).decode()
+    return [(f.name.removeprefix("wghybrid_peer_"), s.labels, s.value)
+            for f in text_string_to_metric_families(text) for s in f.samples]
 
 
 floats = st.one_of(st.floats(allow_nan=True, allow_infinity=True),

@@ -184,6 +184,11 @@ class Controller:
         return self._costs
 
     @property
+    def sample(self) -> GatewaySample | None:
+        """The last tick's reading of the data plane (metrics: per-core busy time)."""
+        return self._sample
+
+    @property
     def decision(self) -> Decision | None:
         """What the last tick estimated and compared."""
         return self._decision

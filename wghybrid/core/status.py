@@ -3,11 +3,12 @@
 `Controller.status()` runs after every tick, and on a gateway of 100,000 peers one
 `PeerStatus` object per peer per tick was most of the tick's cost. The status is built
 here as columns instead: per interface, one `PeerColumns` (numpy arrays copied from the
-tick: keys, mode, class, rates, CPU, core, time in mode, and per row an index into the
-few live overrides and unmanaged marks). It is immutable, and a `Sequence[PeerStatus]`:
-`PeerStatus` objects are made only when a consumer iterates or indexes it (tests, a
-caller that wants one peer), and whatever a consumer derives per peer (raw keys, base64
-keys, friendly names) is made once per snapshot, on first use, and kept.
+tick: keys, mode, class, rates, CPU, core, time in mode, the data plane's cumulative
+counters, and per row an index into the few live overrides and unmanaged marks). It is
+immutable, and a `Sequence[PeerStatus]`: `PeerStatus` objects are made only when a
+consumer iterates or indexes it (tests, a caller that wants one peer), and whatever a
+consumer derives per peer (raw keys, base64 keys, friendly names) is made once per
+snapshot, on first use, and kept.
 
 Front ends read the columns directly (`columns(interface_status)`; a snapshot built by
 hand from `PeerStatus` tuples is turned into columns once): the HTTP API's JSON, the
@@ -26,6 +27,7 @@ from wghybrid.model import (
     F64,
     I32,
     U8,
+    U64,
     GatewaySample,
     InterfaceStatus,
     Keys,
@@ -72,7 +74,8 @@ class PeerColumns(Sequence[PeerStatus]):
     __slots__ = (
         "interface", "key", "mode", "pclass", "pinned", "rx_bps", "tx_bps", "cpu", "core",
         "time_in_mode", "pin", "overrides", "unmanaged", "reasons", "_names", "_name_list",
-        "_raw", "_b64", "_objects",
+        "_raw", "_b64", "_objects", "rx_bytes", "tx_bytes", "rx_cpu_ns", "tx_cpu_ns", "drops",
+        "epoch",
     )
 
     def __init__(
@@ -94,6 +97,7 @@ class PeerColumns(Sequence[PeerStatus]):
         reasons: tuple[str, ...] = (),
         names: Mapping[bytes, str] | None = None,
         name_list: list[str] | None = None,
+        counters: tuple[U64, U64, U64, U64, U64, U64] | None = None,
     ) -> None:
         n = int(key.shape[0])
         self.interface = interface
@@ -117,6 +121,13 @@ class PeerColumns(Sequence[PeerStatus]):
         self._raw: list[bytes] | None = None
         self._b64: list[str] | None = None
         self._objects: tuple[PeerStatus, ...] | None = None
+        if counters is None:
+            zero = np.zeros(n, dtype=np.uint64)
+            counters = (zero, zero, zero, zero, zero, zero)
+        # The data plane's cumulative counters, as sampled (metrics: counters, not rates);
+        # `epoch` changes when they restart from zero.
+        (self.rx_bytes, self.tx_bytes, self.rx_cpu_ns, self.tx_cpu_ns, self.drops,
+         self.epoch) = counters
 
     @staticmethod
     def from_peers(interface: str, peers: Sequence[PeerStatus]) -> PeerColumns:
@@ -321,6 +332,10 @@ def _split_unmanaged(marks: Mapping[bytes, str]) -> list[tuple[tuple[str, bytes]
     return out
 
 
+def _u64(column: U64, rows: np.ndarray | slice) -> U64:
+    return np.array(column[rows], dtype=np.uint64)
+
+
 def build_status(
     sample: GatewaySample,
     rates: Rates,
@@ -384,6 +399,9 @@ def build_status(
             unmanaged=u,
             reasons=reasons,
             names=policy.names,
+            counters=(_u64(peers.rx_bytes, rows), _u64(peers.tx_bytes, rows),
+                      _u64(peers.rx_cpu_ns, rows), _u64(peers.tx_cpu_ns, rows),
+                      _u64(peers.drops, rows), _u64(peers.epoch, rows)),
         )
         inline = core[(mode == Mode.INLINE) & (core >= 0)]
         out.append(InterfaceStatus(

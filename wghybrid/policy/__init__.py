@@ -58,6 +58,18 @@ class Placement:
     min_gain: float = 0.005
     """An assignment replaces the current one only when it delivers this fraction more
     (of the gateway's throughput), or as much on this fraction less CPU."""
+    nic_steering: bool = False
+    """Steer each tunnel's outer UDP flow on the host's NIC to the tunnel's core (ethtool
+    ntuple rules + /proc/irq affinity, or RPS): off by default, as it changes the NIC's
+    settings and fights irqbalance (docs/install.md, "NIC steering"). Only the kernel
+    backend reads it; the pure core does not."""
+
+
+@dataclass(frozen=True, slots=True)
+class Metrics:
+    per_peer_max: int = 10_000
+    """Per-peer Prometheus series (about 400 bytes of /metrics per peer) only while the
+    gateway has at most this many peers; above, the per-interface aggregates alone."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,6 +88,7 @@ class Policy:
     """On stop, put back the modes found at start (default: fail-static, keep modes)."""
     classify: Classify = field(default_factory=Classify)
     placement: Placement = field(default_factory=Placement)
+    metrics: Metrics = field(default_factory=Metrics)
     names: dict[bytes, str] = field(default_factory=dict)
     """Friendly peer names, by raw public key."""
     source: str = "<built-in>"

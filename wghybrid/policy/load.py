@@ -16,7 +16,7 @@ from typing import Any
 
 from wghybrid._files import read_regular
 from wghybrid.model import BadKeyError, decode_key, encode_key, format_cores, parse_cores
-from wghybrid.policy import Classify, NapiPolicy, Placement, Policy
+from wghybrid.policy import Classify, Metrics, NapiPolicy, Placement, Policy
 
 # ---------------------------------------------------------------------------
 # The loader: TOML text -> a fully validated Policy, or one PolicyError.
@@ -24,11 +24,14 @@ from wghybrid.policy import Classify, NapiPolicy, Placement, Policy
 # File layout (sections map to the dataclasses above):
 #   name, description, interval, smoothing, cores, interfaces, restore_on_stop
 #   [classify]   the Classify fields
-#   [placement]  the Placement fields (threaded_napi = "auto" | "on" | "off")
+#   [placement]  the Placement fields (threaded_napi = "auto" | "on" | "off",
+#                nic_steering = true | false)
+#   [metrics]    the Metrics fields (per_peer_max)
 #   [names]      "<base64 public key>" = "friendly name"
 #
-# Every key is checked by a declarative table (`_TOP`, `_CLASSIFY`, `_PLACEMENT`) before any
-# cross-field rule runs; the first problem found, in file order, is the one reported.
+# Every key is checked by a declarative table (`_TOP`, `_CLASSIFY`, `_PLACEMENT`,
+# `_METRICS`) before any cross-field rule runs; the first problem found, in file order, is
+# the one reported.
 
 IFNAMSIZ = 16
 """Linux interface names are at most IFNAMSIZ - 1 = 15 bytes."""
@@ -319,14 +322,21 @@ _PLACEMENT: dict[str, _Check] = {
     "core_capacity": _Number(0, 1, lo_open=True, unit="fraction of one core"),
     "threaded_napi": _Napi(),
     "min_gain": _Number(0, 1, hi_open=True, unit="fraction of throughput or CPU"),
+    "nic_steering": _Flag(),
 }
-_SECTIONS: dict[str, dict[str, _Check]] = {"classify": _CLASSIFY, "placement": _PLACEMENT}
-_TABLES = ("classify", "placement", "names")
+_METRICS: dict[str, _Check] = {
+    "per_peer_max": _Number(0, 10_000_000, integer=True, unit="peers"),
+}
+_SECTIONS: dict[str, dict[str, _Check]] = {
+    "classify": _CLASSIFY, "placement": _PLACEMENT, "metrics": _METRICS,
+}
+_TABLES = ("classify", "placement", "metrics", "names")
 
 # The tables above must name exactly the dataclasses' fields (checked at import).
 assert set(_TOP) | set(_TABLES) == {f.name for f in fields(Policy)} - {"source"}
 assert set(_CLASSIFY) == {f.name for f in fields(Classify)}
 assert set(_PLACEMENT) == {f.name for f in fields(Placement)}
+assert set(_METRICS) == {f.name for f in fields(Metrics)}
 
 
 def _unknown(section: str, key: str) -> _Invalid:
@@ -454,7 +464,7 @@ def _online(online_cores: int | None) -> int:
 
 def _build(data: Mapping[str, Any], source: str, online: int) -> Policy:
     values: dict[str, Any] = {}
-    sections: dict[str, dict[str, Any]] = {"classify": {}, "placement": {}}
+    sections: dict[str, dict[str, Any]] = {"classify": {}, "placement": {}, "metrics": {}}
     names: dict[bytes, str] = {}
     explicit: set[str] = set()
     for key, value in data.items():
@@ -474,6 +484,7 @@ def _build(data: Mapping[str, Any], source: str, online: int) -> Policy:
         explicit.add(key)
     values["classify"] = Classify(**sections["classify"])
     values["placement"] = Placement(**sections["placement"])
+    values["metrics"] = Metrics(**sections["metrics"])
     _check_machine(values, online, explicit)
     return Policy(**values, names=names, source=source)
 
@@ -548,6 +559,7 @@ def policy_to_dict(policy: Policy) -> dict[str, Any]:
         "restore_on_stop": policy.restore_on_stop,
         "classify": {f.name: float(getattr(policy.classify, f.name)) for f in fields(Classify)},
         "placement": {f.name: _plain(getattr(policy.placement, f.name)) for f in fields(Placement)},
+        "metrics": {f.name: getattr(policy.metrics, f.name) for f in fields(Metrics)},
         "names": {encode_key(k): v for k, v in sorted(policy.names.items())},
         "source": policy.source,
     }
