@@ -1,6 +1,7 @@
 # traffic MODE: ping and iperf3 through one tunnel with both peers in MODE; the
-# counters of both ends must move with the traffic, and the crypt workers must
-# (vanilla) or must not (inline) have run.
+# counters of both ends must move with the traffic and account for every packet
+# (received or counted as dropped), and the crypt workers must (vanilla) or must not
+# (inline) have run.
 . /mnt/kmod/harness/guest/lib.sh
 mode=$1
 setup_pair
@@ -62,9 +63,18 @@ check(b["rx_packets"] >= sent // 1500, "B rx_packets >= bytes / MTU")
 check(a["rx_packets"] > 0 and b["tx_packets"] > 0, "ACKs counted the other way")
 for side, r in (("A", a), ("B", b)):
     check(r["tx_cpu_ns"] > 0 and r["rx_cpu_ns"] > 0, f"{side} CPU ns moved")
-    check(r["drops"] == 0, f"{side} drops == 0")
-# Packets the receiver accepted cannot outnumber those the sender sent.
-check(b["rx_packets"] <= a["tx_packets"], "B rx_packets <= A tx_packets")
+# Every data message one end sent reached the other's counters or its drops (veth loses
+# nothing): rx <= tx <= rx + drops. A receiver may drop a few at a full decrypt queue, as
+# upstream's does when its crypt workers fall behind: seen on 6.12 in CI in vanilla mode
+# with no switching at all, B dropping 57 of A's 45,179 (exactly A's tx minus B's rx),
+# the guest's vCPUs being threads of a host also running pytest. At most 0.5 %.
+for (sn, s), (rn, r) in ((("A", a), ("B", b)), (("B", b), ("A", a))):
+    check(r["rx_packets"] <= s["tx_packets"] <= r["rx_packets"] + r["drops"],
+          f"{sn} tx_packets {s['tx_packets']} between {rn} rx_packets {r['rx_packets']} "
+          f"and rx + drops ({r['drops']})")
+sent_pkts = a["tx_packets"] + b["tx_packets"]
+check(a["drops"] + b["drops"] <= sent_pkts // 200,
+      f"at most 0.5 % dropped ({a['drops']} + {b['drops']} of {sent_pkts})")
 check(a["tx_cpu_ns"] < 60 * 10**9, "CPU ns is plausible (< 60 s)")
 if workers >= 0:
     if mode == "inline":
