@@ -39,7 +39,7 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector
 
 from wghybrid.core.estimate import Costs
-from wghybrid.core.rates import lookup
+from wghybrid.core.rates import lookup, same_keys
 from wghybrid.core.status import PeerColumns, columns
 from wghybrid.model import (
     U64,
@@ -90,21 +90,13 @@ def _counters(cols: PeerColumns) -> np.ndarray:
         if len(cols) else np.zeros((len(_TOTALS), 0), dtype=np.uint64)
 
 
-def _same_keys(a: np.ndarray, b: np.ndarray) -> bool:
-    """Whether two "S32" key columns are equal row for row (as 64-bit words: fast)."""
-    if a.shape != b.shape:
-        return False
-    a, b = np.ascontiguousarray(a, dtype="S32"), np.ascontiguousarray(b, dtype="S32")
-    return bool(np.array_equal(a.view(np.uint64), b.view(np.uint64)))
-
-
 def _deltas(
     name: str, prev: _Seen, cols: PeerColumns, cur: np.ndarray, mode: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
     """Each peer's counter increase since `prev` ((5, n) uint64) and the mode it was in
     then: a peer not in `prev`, or in another epoch, counts from zero."""
     n_prev = int(prev.key.shape[0])
-    if _same_keys(prev.key, cols.key):
+    if same_keys(prev.key, cols.key):
         # The same peers in the same order (the usual tick): no lookup, no gather.
         same = prev.epoch == cols.epoch
         base = np.where(same, prev.counters, np.uint64(0))

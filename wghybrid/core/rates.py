@@ -94,11 +94,11 @@ def same_rows(prev: Rates, ifnames: tuple[str, ...], peers: PeerTable) -> bool:
         prev.ifnames == ifnames
         and prev.key.shape == peers.key.shape
         and bool(np.array_equal(prev.iface, peers.iface))
-        and _same_keys(prev.key, peers.key)
+        and same_keys(prev.key, peers.key)
     )
 
 
-def _same_keys(a: Keys, b: Keys) -> bool:
+def same_keys(a: Keys, b: Keys) -> bool:
     """Equal key columns, compared as bytes (numpy compares "S32" elements as strings,
     several times slower)."""
     if a.dtype.itemsize != 32 or b.dtype.itemsize != 32:
