@@ -78,6 +78,17 @@ def test_below_demote_goes_inline_whatever_the_gain() -> None:
     assert modes[0] == Mode.INLINE and modes[1] == Mode.VANILLA
 
 
+def test_below_demote_goes_inline_also_when_the_search_keeps_everything() -> None:
+    # An idle vanilla tunnel beside an inline one: the search's best is the current
+    # assignment (nothing to gain either way), and the floor still sends it inline (seen
+    # in the kernel e2e: a tunnel an override had made vanilla never came back).
+    for cores in (2, 32):
+        for heavy in (0.0, 0.3, 2.0):
+            modes, _, rule = choose([0.0, heavy], [Mode.VANILLA, Mode.INLINE], cores=cores,
+                                    pool=1)
+            assert modes == [Mode.INLINE, Mode.INLINE] and rule == "floor", (cores, heavy)
+
+
 @settings(max_examples=100, deadline=None)
 @given(st.lists(st.floats(0.0, 12.0), min_size=1, max_size=60), st.integers(2, 32))
 def test_the_choice_never_scores_below_the_current_one(demand: list[float], cores: int) -> None:

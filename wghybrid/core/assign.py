@@ -299,21 +299,22 @@ def assign(
         best_v, best = cur_v, same
     gain = best.gbps - current.gbps
     saving = current.cpu - best.cpu
-    if np.array_equal(best_v, cur_v):
-        if best.pool != cur_pool and gain > max(MIN_GAIN_GBPS, min_gain * current.gbps):
-            return Assignment(cur_v, best.pool, best, current, "pool", count)
-        return Assignment(cur_v, _keep_pool(cur_v, cur_pool, pool_min, ncores), current,
-                          current, "kept", count)
-    if gain > max(MIN_GAIN_GBPS, min_gain * current.gbps):
+    kept = bool(np.array_equal(best_v, cur_v))
+    if not kept and gain > max(MIN_GAIN_GBPS, min_gain * current.gbps):
         return Assignment(best_v, best.pool, best, current, "throughput", count)
-    if gain > -TIE * current.gbps and saving > max(MIN_SAVING_CORES, min_gain * current.cpu):
+    if not kept and gain > -TIE * current.gbps \
+            and saving > max(MIN_SAVING_CORES, min_gain * current.cpu):
         return Assignment(best_v, best.pool, best, current, "cpu", count)
-    # Keep the assignment, but the operator's demote floor still applies.
+    # The modes are kept, but the operator's demote floor applies whatever the search
+    # found: also when its best is the current assignment (an idle tunnel left vanilla by
+    # an override stayed vanilla for good when this came after that case's return).
     low = cur_v & free & (demand < demote_gbps)
     if low.any():
         v = cur_v & ~low
         s = model.best_pool(v, pool_min, cur_pool) if v.any() else model.score(v, 0)
         return Assignment(v, s.pool, s, current, "floor", count)
+    if kept and best.pool != cur_pool and gain > max(MIN_GAIN_GBPS, min_gain * current.gbps):
+        return Assignment(cur_v, best.pool, best, current, "pool", count)
     return Assignment(cur_v, _keep_pool(cur_v, cur_pool, pool_min, ncores), current, current,
                       "kept", count)
 
