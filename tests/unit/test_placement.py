@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from wghybrid.core.placement import (
     MIN_LOAD,
     MOVE_GAIN,
+    SHORT_MARGIN,
     PlanInput,
     PlanOutput,
     _rebalance,
@@ -158,6 +159,67 @@ def test_spreading_never_makes_a_core_short() -> None:
                        np.zeros(4, bool), 8, limit)
         assert 8 - left == moves, limit
         assert core_load.max() <= max(limit, 0.95)
+
+
+def _typical_rebalance(typ: list[float], env: list[float], cores_of: list[int], ncores: int,
+                       budget: int = 8) -> tuple[int, np.ndarray]:
+    """_rebalance on typical loads `typ` and envelopes `env` (every core saturated)."""
+    typical, load = np.asarray(typ), np.asarray(env)
+    new_core = np.asarray(cores_of, np.int32)
+    core_load = np.bincount(new_core, weights=load, minlength=ncores).astype(np.float64)
+    typ_core = np.bincount(new_core, weights=typical, minlength=ncores).astype(np.float64)
+    left = _rebalance(core_load, np.arange(ncores), np.ones(len(typ), bool), load, new_core,
+                      np.zeros(len(typ), bool), budget, Placement(), limit=0.9,
+                      saturated=np.ones(ncores, bool), typical=typical, typ_core=typ_core)
+    return budget - left, new_core
+
+
+def test_a_core_short_only_by_its_envelope_is_not_relieved() -> None:
+    # Two tunnels whose peaks add up to 1.4 cores but whose means to 0.8: noise saturates
+    # the core now and then, and a move would win nothing back for long. Judged on the
+    # envelope alone (the old behaviour), one of them moves to the idle core.
+    moves, _ = _typical_rebalance([0.4, 0.4, 0.05], [0.7, 0.7, 0.05], [0, 0, 1], 2)
+    assert moves == 0
+    moves, _ = _typical_rebalance([0.7, 0.7, 0.05], [0.7, 0.7, 0.05], [0, 0, 1], 2)
+    assert moves == 1
+
+
+def test_a_saturated_core_is_short_only_past_the_censoring_margin() -> None:
+    # A saturated core's censored tunnels read about a tenth over what they get: 1.1
+    # cores is full, not short. Past a whole core by SHORT_MARGIN it is relieved.
+    under = (1.0 + SHORT_MARGIN) / 2 - 0.01
+    moves, _ = _typical_rebalance([under, under, 0.05], [under, under, 0.05], [0, 0, 1], 2)
+    assert moves == 0
+    over = (1.0 + SHORT_MARGIN) / 2 + 0.05
+    moves, _ = _typical_rebalance([over, over, 0.05], [over, over, 0.05], [0, 0, 1], 2)
+    assert moves == 1
+
+
+def test_relief_never_fills_the_cold_core_past_capacity() -> None:
+    # A saturated pair (0.7 + 0.6) and cores holding 0.5 each: a move makes a new
+    # saturated pair (1.1 or 1.2) and would gain 0.4 cores on paper; the shortness would
+    # only travel from core to core, a move per dwell. With a core holding 0.25, the 0.6
+    # fits there (0.85): one move.
+    moves, _ = _typical_rebalance([0.7, 0.6, 0.5, 0.5], [0.7, 0.6, 0.5, 0.5],
+                                  [0, 0, 1, 2], 3)
+    assert moves == 0
+    moves, where = _typical_rebalance([0.7, 0.6, 0.5, 0.25], [0.7, 0.6, 0.5, 0.25],
+                                      [0, 0, 1, 2], 3)
+    assert moves == 1 and where.tolist() == [0, 2, 1, 2]
+
+
+def test_spreading_does_not_shuffle_mice() -> None:
+    # Typical loads 0.9 against 0.5 (a gap over SPREAD_GAP) on a core of mice of 0.03:
+    # each move evens the cores by 0.06, under MOVE_GAIN: no move. A 0.2 tunnel there
+    # evens them by 0.4: one move.
+    for small, moves in ((0.03, 0), (0.2, 1)):
+        n_mice = round((0.9 - small) / 0.03)
+        load = np.array([small] + [0.03] * n_mice + [0.5])
+        new_core = np.array([0] * (n_mice + 1) + [1], np.int32)
+        core_load = np.bincount(new_core, weights=load, minlength=2).astype(np.float64)
+        left = _spread(core_load, np.array([0, 1]), np.ones(load.size, bool), load, new_core,
+                       np.zeros(load.size, bool), 8, 1.0, load.copy(), core_load.copy())
+        assert 8 - left == moves, small
 
 
 def test_threaded_napi_follows_policy() -> None:

@@ -434,6 +434,7 @@ class Controller:
                                  peers.core.copy(), moved_at, key_at_change,
                                  ~pinned & (target != mode))
         load_inline = np.minimum(np.maximum(demand.peak, 0.0) * costs.inline, 1.0)
+        load_typical = np.minimum(np.maximum(demand.gbps, 0.0) * costs.inline, 1.0)
         load_vanilla = np.minimum(demand.gbps, costs.vanilla_tunnel_gbps) \
             / costs.vanilla_tunnel_gbps
         inp = PlanInput(
@@ -450,6 +451,7 @@ class Controller:
             pin_core=pin_core,
             managed=managed,
             load_inline=load_inline,
+            load_typical=load_typical,
             load_vanilla=load_vanilla,
             cores=cores,
             crypt_cores=tuple(i.crypt_cores for i in sample.interfaces),

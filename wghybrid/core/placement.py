@@ -55,6 +55,19 @@ MIN_GAP = 0.05
 MOVE_GAIN = 0.1
 """A move off a short core must let the two cores carry this much more (cores)."""
 
+SHORT_MARGIN = 0.15
+"""A core is short (relieved) when its tunnels' typical loads exceed a whole core by more
+than this fraction: a saturated core's tunnels are censored, and the estimate reads each
+of them at least a tenth above what it gets (core/estimate.py, a third of the probe
+gain), so a saturated core reads about 1.1 cores whatever its tunnels really want: it is
+only known to be full, not short. Judged against the placement's `core_capacity`
+instead, its "relief" moved a mouse per tick between cores that were all full (shipped
+mixed: 54 core moves in 480 s of steady load, each from a core reading 1.04-1.12 to one
+reading 0.8 whose own envelope was already at a whole core)."""
+
+COLDS = 4
+"""Cold cores a short core's tunnels are offered to, the least loaded first."""
+
 SPREAD_GAP = 0.35
 """Inline cores whose estimated loads differ by more than this (cores) are evened out,
 short or not: what noise does to a placement spread by load stays well under it, what a
@@ -76,27 +89,38 @@ def _move(i: int, hot: int, cold: int, core_load: F64, load: F64, new_core: I32,
 
 def _spread(
     core_load: F64, cores: np.ndarray, movable: np.ndarray, load: F64, new_core: I32,
-    touched: np.ndarray, budget: int, limit: float,
+    touched: np.ndarray, budget: int, limit: float, typical: F64 | None = None,
+    typ_core: F64 | None = None,
 ) -> int:
     """Move tunnels from the most to the least loaded core while they differ by more than
     SPREAD_GAP and a move narrows the gap without making the least loaded core short (over
     `limit`: that is `_rebalance`'s to relieve, and the next tick would undo the move).
+    Loads compared are the typical ones (`typical`, `typ_core`: the mean demand, as in
+    `_rebalance`), the landing is checked on the envelope (`load`, `core_load`): envelopes
+    move with noise (every tunnel's peak follows its highest recent reading), and the
+    gap between the highest and lowest sum of them crossed SPREAD_GAP every few ticks.
     Updates the arrays in place; returns the budget left."""
+    if typical is None or typ_core is None:
+        typical, typ_core = load, core_load.copy()
     while budget > 0 and cores.size > 1:
-        loads = core_load[cores]
+        loads = typ_core[cores]
         hot, cold = int(cores[np.argmax(loads)]), int(cores[np.argmin(loads)])
-        gap = core_load[hot] - core_load[cold]
+        gap = typ_core[hot] - typ_core[cold]
         if gap <= SPREAD_GAP:
             break
         on_hot = np.flatnonzero(movable & (new_core == hot))
         if on_hot.size < 2:
             break
-        after = np.abs((core_load[hot] - load[on_hot]) - (core_load[cold] + load[on_hot]))
+        w = typical[on_hot]
+        after = np.abs((typ_core[hot] - w) - (typ_core[cold] + w))
         after[core_load[cold] + load[on_hot] > limit] = np.inf
         k = int(np.argmin(after))
-        if after[k] >= gap - MIN_LOAD:
-            break
-        budget = _move(int(on_hot[k]), hot, cold, core_load, load, new_core, touched, budget)
+        if after[k] > gap - MOVE_GAIN:
+            break  # a move must even the cores out by a tenth of a core: no mice shuffled
+        i = int(on_hot[k])
+        typ_core[hot] -= typical[i]
+        typ_core[cold] += typical[i]
+        budget = _move(i, hot, cold, core_load, load, new_core, touched, budget)
     return budget
 
 
@@ -149,6 +173,10 @@ class PlanInput:
     settled: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=bool))
     """bool per peer: it may be moved to relieve a short core (empty: every peer). A peer
     that moved recently is not moved again for that: moves under noise would chain."""
+    load_typical: F64 = field(default_factory=lambda: np.zeros(0))
+    """Cores the peer usually uses running inline (its mean demand; `load_inline` is its
+    envelope). Empty: the same as `load_inline`. A short core is relieved only when the
+    typical loads of its tunnels overload it (see `_rebalance`)."""
     pool_size: int | None = None
     """The pool size decided by the assignment stage (None: sized here from
     `load_vanilla` with the grow/shrink hysteresis of `size_pool`)."""
@@ -194,44 +222,68 @@ def _choose_pool(
 def _rebalance(
     core_load: F64, cores: np.ndarray, movable: np.ndarray, load: F64, new_core: I32,
     touched: np.ndarray, budget: int, params: Placement, limit: float = 1.0,
-    saturated: np.ndarray | None = None,
+    saturated: np.ndarray | None = None, typical: F64 | None = None,
+    typ_core: F64 | None = None,
 ) -> int:
     """Relieve short cores: while the budget lasts, take the hottest core that carries
     more than `limit` (its tunnels lose traffic) with two movable tunnels or more (and,
     when `saturated` is given, that is measured saturated), and make the one move of one
     of its tunnels to one of the least-loaded cores that most increases what the two
-    cores carry, sum(min(load, limit)); stop when no move gains `MIN_GAP` of a core and
-    `migrate_improvement` of the hot core's excess. An imbalance between cores that are
-    not short costs nothing, so it moves nothing: with noisy loads, moving for balance
-    alone is churn. Updates `core_load`, `new_core` and `touched` in place; returns the
-    budget left."""
+    cores carry, sum(min(load, limit)); stop when no move gains `MOVE_GAIN` of a core
+    and `migrate_improvement` of the hot core's excess. A move that fills the cold core
+    past `limit` is refused: it only moves the shortness (shipped
+    crowded-cores: the smaller tunnel of a saturated pair, moved onto a core with one
+    tunnel, made a new saturated pair there, whose larger tunnel then read as wanting
+    the whole core, and so on: 49 moves in 270 s for nothing; swapping the larger one with
+    a smaller one elsewhere did the same, 62 moves). An imbalance between
+    cores that are not short costs nothing, so it moves nothing: with noisy loads,
+    moving for balance alone is churn.
+
+    `typical` (per tunnel, default `load`; `typ_core` its sum per core, kept in step) is
+    the load a tunnel usually has (its mean demand) where `load` is what it may reach
+    (its envelope): shortness and gains are judged on the typical load, what a move is
+    expected to deliver; the cold cores are chosen on the envelope. A core that noise
+    saturates now and then, its tunnels' peaks over the limit but their means under it,
+    loses little and nothing a move would win back for long: under +-30 % noise, peaks
+    always add up over the limit somewhere, and relieving them was a core move every few
+    seconds. Updates `core_load`, `new_core` and `touched` in place; returns the budget
+    left."""
     ncores = core_load.shape[0]
+    short_at = limit
+    if typical is None or typ_core is None:
+        typical, typ_core = load, core_load.copy()
+    else:
+        short_at = max(limit, 1.0) * (1.0 + SHORT_MARGIN)
     while budget > 0 and cores.size > 1:
         count = np.bincount(np.clip(new_core[movable], 0, ncores - 1), minlength=ncores)
-        short = (count[cores] >= 2) & (core_load[cores] > limit)
+        short = (count[cores] >= 2) & (typ_core[cores] > short_at)
         if saturated is not None and saturated.shape[0] >= ncores:
             short &= saturated[cores]
         if not short.any():
             break
-        move = None
+        moves: list[tuple[int, int]] = []  # (tunnel, to core)
         for hot in cores[short][np.argsort(-core_load[cores][short], kind="stable")].tolist():
             on_hot = np.flatnonzero(movable & (new_core == hot))
             colds = cores[cores != hot]
-            colds = colds[np.argsort(core_load[colds], kind="stable")[:4]]
-            w = load[on_hot][:, None]
-            before = min(core_load[hot], limit) + np.minimum(core_load[colds], limit)[None, :]
-            after = (np.minimum(core_load[hot] - w, limit)
-                     + np.minimum(core_load[colds][None, :] + w, limit))
-            gain = after - before
+            colds = colds[np.argsort(core_load[colds], kind="stable")[:COLDS]]
+            excess = typ_core[hot] - limit
+            need = max(MOVE_GAIN, params.migrate_improvement * excess)
+            t_hot, t_cold = typ_core[hot], typ_core[colds]
+            w = typical[on_hot][:, None]
+            gain = (np.minimum(t_hot - w, limit) + np.minimum(t_cold[None, :] + w, limit)
+                    - min(t_hot, limit) - np.minimum(t_cold, limit)[None, :])
+            gain[t_cold[None, :] + w > limit] = -np.inf
             k = int(np.argmax(gain))
-            excess = core_load[hot] - limit
-            if float(gain.flat[k]) >= max(MOVE_GAIN, params.migrate_improvement * excess):
-                move = (int(hot), int(on_hot[k // colds.size]), int(colds[k % colds.size]))
+            if float(gain.flat[k]) >= need:
+                moves = [(int(on_hot[k // colds.size]), int(colds[k % colds.size]))]
                 break
-        if move is None:
+        if not moves:
             break
-        hot, i, cold = move
-        budget = _move(i, hot, cold, core_load, load, new_core, touched, budget)
+        for i, to in moves:
+            src = int(new_core[i])
+            typ_core[src] -= typical[i]
+            typ_core[to] += typical[i]
+            budget = _move(i, src, to, core_load, load, new_core, touched, budget)
     return budget
 
 
@@ -314,10 +366,16 @@ def plan_operations(inp: PlanInput, params: Placement) -> PlanOutput:
         ~(valid_core & is_pool_core[clipped]) & bool(pool),
     )
     load = np.maximum(inp.load_inline, MIN_LOAD)
+    typical = load if inp.load_typical.shape[0] != n \
+        else np.minimum(np.maximum(inp.load_typical, MIN_LOAD), load)
     settled_inline = inline & ~misplaced
     core_load = np.bincount(
         np.where(settled_inline, clipped, 0)[settled_inline],
         weights=load[settled_inline], minlength=ncores,
+    ).astype(np.float64)
+    typ_core = np.bincount(
+        np.where(settled_inline, clipped, 0)[settled_inline],
+        weights=typical[settled_inline], minlength=ncores,
     ).astype(np.float64)
     # Peers that switch mode are placed whatever the budget: a mode change without its
     # core would start the new path on the data plane's default core.
@@ -338,6 +396,7 @@ def plan_operations(inp: PlanInput, params: Placement) -> PlanOutput:
         if inline[i]:
             c = int(inline_cores[np.argmin(core_load[inline_cores])])
             core_load[c] += load[i]
+            typ_core[c] += typical[i]
         else:
             c = int(pool_list[np.argmin(pool_count[pool_list])])
             pool_count[c] += 1
@@ -351,9 +410,10 @@ def plan_operations(inp: PlanInput, params: Placement) -> PlanOutput:
         movable &= inp.settled
     sat = inp.saturated if inp.saturated.shape[0] else None
     budget = _rebalance(core_load, inline_cores, movable & inline, load, new_core, touched,
-                        budget, params, limit=params.core_capacity, saturated=sat)
+                        budget, params, limit=params.core_capacity, saturated=sat,
+                        typical=typical, typ_core=typ_core)
     budget = _spread(core_load, inline_cores, movable & inline, load, new_core, touched, budget,
-                     params.core_capacity)
+                     params.core_capacity, typical, typ_core)
     if pool:
         vload = np.maximum(inp.load_vanilla, MIN_LOAD)
         settled_v = vanilla & np.isin(new_core, pool_list)
