@@ -14,10 +14,12 @@ pytestmark = pytest.mark.unit
 
 SHIPPED = ["bursty-thresholds", "crowded-cores", "datamining-sites", "diurnal",
            "elephants-churn", "elephants-to-mice", "few-elephants", "flash-crowd",
-           "lone-elephant", "mixed", "out-of-phase", "overload", "slow-ramp", "steady-mice",
-           "steady-noisy", "tiny-plus-medium", "two-devices", "websearch-sites"]
+           "lone-elephant", "medium-crowd", "mixed", "out-of-phase", "overload", "slow-ramp",
+           "slow-swings", "steady-mice", "steady-noisy", "tiny-plus-medium", "two-devices",
+           "websearch-sites"]
 MIXED = {"datamining-sites", "diurnal", "elephants-churn", "elephants-to-mice", "flash-crowd",
-         "mixed", "out-of-phase", "slow-ramp", "steady-noisy", "two-devices", "websearch-sites"}
+         "medium-crowd", "mixed", "out-of-phase", "slow-ramp", "slow-swings", "steady-noisy",
+         "two-devices", "websearch-sites"}
 STEADY = {"crowded-cores", "lone-elephant", "mixed", "overload", "steady-mice", "steady-noisy",
           "tiny-plus-medium", "two-devices"}
 FOLDER = Path(__file__).resolve().parents[2] / "wghybrid" / "sim" / "scenarios"
