@@ -486,9 +486,13 @@ class Controller:
         cost_nums = (("inline_cores_per_gbps", costs.inline),
                      ("vanilla_cores_per_gbps", costs.vanilla),
                      ("inline_tunnel_gbps", cap_i))
-        core_load = np.bincount(np.clip(inp.core, 0, None)[inp.mode == Mode.INLINE],
-                                weights=inp.load_inline[inp.mode == Mode.INLINE],
-                                minlength=max(inp.cores, default=0) + 1)
+        on_inline = inp.mode == Mode.INLINE
+        where = np.clip(inp.core, 0, None)[on_inline]
+        size = max(max(inp.cores, default=0) + 1, int(where.max()) + 1 if where.size else 0)
+        core_peak = np.bincount(where, weights=inp.load_inline[on_inline], minlength=size)
+        typical = inp.load_typical if inp.load_typical.shape[0] == on_inline.shape[0] \
+            else inp.load_inline
+        core_load = np.bincount(where, weights=typical[on_inline], minlength=size)
         ops: list[Operation] = []
         for op, row in zip(out.plan, out.rows, strict=True):
             if row < 0:
@@ -543,9 +547,11 @@ class Controller:
                 elif out.mode[row] == Mode.INLINE and old >= 0 and old < core_load.shape[0] \
                         and core_load[old] > 1.0:
                     r = Reason("core-short",
-                               f"core {old} is short: its inline tunnels want "
-                               f"{_gb(float(core_load[old]))} cores", peer_nums +
-                               (("core_load_before", float(core_load[old])),))
+                               f"core {old} is short: its inline tunnels usually want "
+                               f"{_gb(float(core_load[old]))} cores (at their peaks "
+                               f"{_gb(float(core_peak[old]))})", peer_nums +
+                               (("core_load_before", float(core_load[old])),
+                                ("core_peak_before", float(core_peak[old]))))
                 else:
                     what = "pool" if out.mode[row] == Mode.VANILLA else "inline cores"
                     r = Reason("misplaced", f"core {old} is not among the {what}; "
