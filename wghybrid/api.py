@@ -22,8 +22,10 @@ import hmac
 import json
 import logging
 import math
+import pwd
 import socket
 import struct
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from importlib import resources
@@ -33,7 +35,9 @@ import numpy as np
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 
+from wghybrid import events as ev
 from wghybrid.core.status import PeerColumns, columns, has_peer, marks_of
+from wghybrid.explain import explain_peer
 from wghybrid.model import (
     BadKeyError,
     InterfaceStatus,
@@ -66,6 +70,23 @@ MAX_NUMBER = 1 << 62
 OVERRIDE_FIELDS = frozenset(
     {"interface", "public_key", "mode", "core", "expires_in", "expires", "reason"}
 )
+EVENTS_LIMIT = 100
+"""GET /v1/events: events per answer unless `limit` says otherwise."""
+EVENTS_MAX_LIMIT = 1000
+"""... and at most this many."""
+EVENTS_PARAMS = frozenset({"since", "limit", "interface", "peer", "follow"})
+MAX_FILTER = 256
+"""Characters of an `interface` or `peer` filter."""
+FOLLOW_FOR = 3600.0
+"""Seconds an event stream (follow=1) stays open; the client reconnects with since=."""
+KEEPALIVE = 15.0
+"""Seconds of quiet after which a stream sends an empty line (under aiohttp's and
+proxies' idle timeouts; it also finds out a client that went away)."""
+WRITE_TIMEOUT = 30.0
+"""Seconds a stream waits for a client to take a line before closing."""
+MAX_STREAMS = 16
+"""Concurrent event streams when `build_app` is not told (the daemon derives it from the
+connection cap: a quarter of it, at most 64)."""
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -94,6 +115,7 @@ class ApiConfig:
     access: Access | None
     """None: no access checks at all (an in-process test server)."""
     openapi: bytes
+    max_streams: int = MAX_STREAMS
 
 
 @dataclass(slots=True)
@@ -212,6 +234,8 @@ def _peer_tail(base: str, override: Override | None) -> str:
 DAEMON: web.AppKey[Daemon] = web.AppKey("daemon")
 CONFIG = web.AppKey("config", ApiConfig)
 CACHE = web.AppKey("cache", BodyCache)
+STREAMS: web.AppKey[set[object]] = web.AppKey("streams")
+"""The requests streaming events right now (at most `ApiConfig.max_streams`)."""
 BUSY: web.AppKey[set[object]] = web.AppKey("busy")
 """The connections (aiohttp protocol objects) with a request in a handler right now: the
 connection guard (wghybrid/_conns.py) never evicts those."""
@@ -296,6 +320,31 @@ def unix_role(request: web.BaseRequest, access: Access) -> Role:
         if access.admin_gids.intersection(groups):
             return Role.ADMIN
     return Role.READ
+
+
+def requester(request: web.Request) -> str:
+    """Who sent a request, as the event log records it: "uid 1000 (alice)" on the unix
+    socket (SO_PEERCRED), "admin token (192.0.2.7)" on TCP."""
+    transport = request.transport
+    sock = transport.get_extra_info("socket") if transport is not None else None
+    if sock is not None and sock.family == socket.AF_UNIX:
+        try:
+            _pid, uid, _gid = _CRED.unpack(
+                sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _CRED.size)
+            )
+        except OSError:
+            return "unix socket"
+        try:
+            return f"uid {uid} ({pwd.getpwuid(uid).pw_name})"
+        except KeyError:
+            return f"uid {uid}"
+    peer = request.remote or "?"
+    config = request.app[CONFIG]
+    access = config.access
+    if access is not None and token_role(access, request.headers.get("Authorization")) \
+            is Role.ADMIN:
+        return f"admin token ({peer})"
+    return f"TCP {peer}"
 
 
 def is_unix_request(request: web.BaseRequest) -> bool:
@@ -443,6 +492,7 @@ def interface_json(
         "inline_cores": _cpulist(i.inline_cores),
         "threaded_napi": i.threaded_napi,
         "unsupported": list(i.unsupported),
+        "summary": columns(i).summary_json(),
     }
     if with_peers:
         out["peers"] = [peer_json(p, overrides.get((p.interface, p.public_key))) for p in i.peers]
@@ -565,7 +615,10 @@ async def get_overrides(request: web.Request) -> web.Response:
     d = request.app[DAEMON]
 
     def build(fragments: Fragments, live: dict[tuple[str, bytes], Override]) -> str:
-        return _encode({"overrides": _override_listing(d, list(live.values()))})
+        listing = _override_listing(d, list(live.values()))
+        # By interface, then name (the unnamed last), then key: the order people look.
+        listing.sort(key=lambda o: (o["interface"], not o["name"], o["name"], o["public_key"]))
+        return _encode({"overrides": listing})
 
     return _cached(request, "overrides", build)
 
@@ -620,7 +673,8 @@ def _number(body: dict[str, Any], name: str) -> float | None:
 
 
 def parse_override(
-    body: dict[str, Any], snapshot: tuple[InterfaceStatus, ...], now: float
+    body: dict[str, Any], snapshot: tuple[InterfaceStatus, ...], now: float,
+    names: dict[bytes, str] | None = None,
 ) -> Override:
     """Validate a POST /v1/overrides body against the last snapshot; raise ApiError."""
     unknown = sorted(set(body) - OVERRIDE_FIELDS)
@@ -666,7 +720,8 @@ def parse_override(
     # Well-formed: now the peer must exist (404) before the values are weighed (422).
     found = _find_interface(snapshot, iface)
     if not has_peer(found, key):
-        raise ApiError(404, f"unknown peer {key_text} on {_shown(iface)}", "public_key")
+        known = f" ({names[key]})" if names is not None and key in names else ""
+        raise ApiError(404, f"unknown peer {key_text}{known} on {_shown(iface)}", "public_key")
     if mode is None and core is None:
         raise ApiError(422, "an override needs a mode, a core, or both", "mode")
     if expires_in is not None:
@@ -685,9 +740,9 @@ def parse_override(
 
 async def post_override(request: web.Request) -> web.Response:
     d = request.app[DAEMON]
-    override = parse_override(await _json_body(request), d.snapshot, d.wall())
+    override = parse_override(await _json_body(request), d.snapshot, d.wall(), d.policy.names)
     try:
-        await d.set_override(override)
+        await d.set_override(override, by=requester(request))
     except OSError as exc:
         raise ApiError(503, f"cannot save the state: {exc}") from None
     return web.json_response({"override": override_to_dict(override)}, status=201)
@@ -705,11 +760,13 @@ async def delete_override(request: web.Request) -> web.Response:
     except BadKeyError as exc:
         raise ApiError(400, str(exc), "public_key") from None
     try:
-        cleared = await d.clear_override(iface, key)
+        cleared = await d.clear_override(iface, key, by=requester(request))
     except OSError as exc:
         raise ApiError(503, f"cannot save the state: {exc}") from None
     if cleared is None:
-        raise ApiError(404, f"no override for {key_text} on {_shown(iface)}", "public_key")
+        name = d.name_of(iface, key)
+        shown = f"{name} ({key_text})" if name else key_text
+        raise ApiError(404, f"no override for {shown} on {_shown(iface)}", "public_key")
     return web.json_response({"cleared": override_to_dict(cleared)})
 
 
@@ -726,7 +783,7 @@ async def get_policy(request: web.Request) -> web.Response:
 async def post_policy_reload(request: web.Request) -> web.Response:
     d = request.app[DAEMON]
     try:
-        policy = await d.reload_policy()
+        policy = await d.reload_policy(by=requester(request))
     except Exception as exc:
         raise ApiError(422, str(exc)) from None
     return web.json_response({"policy": policy_to_dict(policy)})
@@ -757,8 +814,154 @@ async def get_metrics(request: web.Request) -> web.Response:
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
+# ---------------------------------------------------------------------------------------
+# The event log and explanations
+
+
+def _count(request: web.Request, name: str, lo: int, hi: int, default: int | None) -> int | None:
+    """A query parameter that is a whole number in [lo, hi] (ASCII digits only)."""
+    text = _query_one(request, name, required=False)
+    if text is None:
+        return default
+    if not text.isascii() or not text.isdigit() or len(text) > 19:
+        raise ApiError(400, f"{name} must be a whole number from {lo} to {hi}, "
+                            f"not {_shown(text)}", name)
+    value = int(text)
+    if not lo <= value <= hi:
+        raise ApiError(400, f"{name} must be from {lo} to {hi}, not {value}", name)
+    return value
+
+
+def _filter(request: web.Request, name: str) -> str | None:
+    text = _query_one(request, name, required=False)
+    if text is not None and not 0 < len(text) <= MAX_FILTER:
+        raise ApiError(400, f"{name} must be 1 to {MAX_FILTER} characters", name)
+    return text
+
+
+def events_query(request: web.Request) -> tuple[int | None, int, ev.Match, bool]:
+    """(since, limit, matcher, follow) of a GET /v1/events; ApiError (400) naming the
+    parameter at fault."""
+    unknown = sorted(set(request.query) - EVENTS_PARAMS)
+    if unknown:
+        raise ApiError(400, f"unknown parameter {_shown(unknown[0])} (since, limit, "
+                            "interface, peer, follow)", unknown[0])
+    since = _count(request, "since", 0, MAX_NUMBER, None)
+    limit = _count(request, "limit", 1, EVENTS_MAX_LIMIT, EVENTS_LIMIT)
+    assert limit is not None
+    follow = _query_one(request, "follow", required=False)
+    if follow not in (None, "0", "1", "true", "false"):
+        raise ApiError(400, f"follow must be 0 or 1, not {_shown(follow)}", "follow")
+    match = ev.matcher(_filter(request, "interface"), _filter(request, "peer"))
+    return since, limit, match, follow in ("1", "true")
+
+
+async def get_events(request: web.Request) -> web.StreamResponse:
+    d = request.app[DAEMON]
+    since, limit, match, follow = events_query(request)
+    log_ = d.events
+    # No since: the last `limit` events; since=N: the first `limit` after N (paging on).
+    batch = log_.last(limit, match) if since is None else log_.after(since, limit, match)
+    # Where the reader goes on from: after the last event returned when the limit cut the
+    # answer short, else after the newest (every later one was looked at).
+    nxt = batch[-1].seq if since is not None and len(batch) >= limit else log_.latest
+    if not follow:
+        return web.json_response({
+            "events": [ev.event_json(e) for e in batch],
+            "next_since": nxt,
+            "latest": log_.latest,
+            "oldest": log_.oldest,
+            "missed": log_.missed(since) if since is not None else 0,
+        }, dumps=_encode)
+    return await _stream_events(request, batch, nxt, match)
+
+
+async def _stream_events(
+    request: web.Request, batch: list[ev.Event], since: int, match: ev.Match
+) -> web.StreamResponse:
+    """Newline-delimited JSON, one event a line, for at most FOLLOW_FOR seconds; an empty
+    line after KEEPALIVE seconds of quiet."""
+    d = request.app[DAEMON]
+    streams = request.app[STREAMS]
+    limit = request.app[CONFIG].max_streams
+    if len(streams) >= limit:
+        raise ApiError(503, f"too many event streams ({limit}); try again shortly, or "
+                            "poll with since=")
+    resp = web.StreamResponse(headers={"Content-Type": "application/x-ndjson",
+                                       "Cache-Control": "no-store"})
+    token = object()
+    streams.add(token)
+    try:
+        await resp.prepare(request)
+        end = time.monotonic() + FOLLOW_FOR
+        seq = since
+
+        async def send(data: bytes) -> None:
+            async with asyncio.timeout(WRITE_TIMEOUT):
+                await resp.write(data)
+
+        if batch:
+            await send(b"".join(_encode(ev.event_json(e)).encode() + b"\n" for e in batch))
+        while not d.stopping.is_set() and not d.events.closed:
+            left = end - time.monotonic()
+            if left <= 0:
+                break
+            if not await d.events.wait(seq, min(KEEPALIVE, left)):
+                await send(b"\n")
+                continue
+            fresh = d.events.after(seq, EVENTS_MAX_LIMIT)
+            if not fresh:
+                continue
+            seq = fresh[-1].seq
+            lines = [_encode(ev.event_json(e)).encode() + b"\n" for e in fresh if match(e)]
+            if lines:
+                await send(b"".join(lines))
+        await resp.write_eof()
+    except (ConnectionError, TimeoutError) as exc:
+        clients_log.info("event stream closed: %s", type(exc).__name__)
+    finally:
+        streams.discard(token)
+    return resp
+
+
+def _find_peer(cols: PeerColumns, text: str, names: dict[bytes, str]) -> int:
+    """The row of `text` (a base64 key, a name, a name in another case) on `cols`."""
+    try:
+        key = decode_key(text)
+    except BadKeyError:
+        pass
+    else:
+        row = int(cols.find([key])[0])
+        if row >= 0:
+            return row
+    listed = cols.names()
+    for same in (lambda n: n == text, lambda n: n.casefold() == text.casefold()):
+        rows = [i for i, n in enumerate(listed) if n and same(n)]
+        if len(rows) == 1:
+            return rows[0]
+        if len(rows) > 1:
+            raise ApiError(404, f"{_shown(text)} names {len(rows)} peers on "
+                                f"{_shown(cols.interface)}: give the key", "peer")
+    raise ApiError(404, f"unknown peer {_shown(text)} on {_shown(cols.interface)}", "peer")
+
+
+async def get_explain(request: web.Request) -> web.Response:
+    d = request.app[DAEMON]
+    iface = request.match_info["interface"]
+    text = request.match_info["peer"]
+    found = _find_interface(d.snapshot, iface)
+    cols = columns(found)
+    row = _find_peer(cols, text, d.policy.names)
+    key = cols.raw_keys()[row]
+    override = _live(d).get((iface, key))
+    mine = d.events.last(10, ev.matcher(iface, encode_key(key)))
+    data = explain_peer(d.controller, cols, row, override, mine, d.last_tick)
+    return web.json_response(data, dumps=_encode)
+
+
 def build_app(
-    daemon: Daemon, *, access: Access | None = None, token: str | None = None
+    daemon: Daemon, *, access: Access | None = None, token: str | None = None,
+    max_streams: int = MAX_STREAMS,
 ) -> web.Application:
     """The API application; the caller adds the tick loop to its cleanup_ctx.
 
@@ -771,12 +974,16 @@ def build_app(
         middlewares.append(_access_middleware(access))
     app = web.Application(client_max_size=MAX_BODY, middlewares=middlewares)
     app[DAEMON] = daemon
-    app[CONFIG] = ApiConfig(access, openapi_document())
+    app[CONFIG] = ApiConfig(access, openapi_document(), max_streams)
+    app[STREAMS] = set()
     app[CACHE] = BodyCache()
     app[BUSY] = set()
     app.router.add_get("/v1/health", get_health)
     app.router.add_get("/v1/status", get_status)
     app.router.add_get("/v1/peers", get_peers)
+    # A key has "/" in it, percent-encoded or not: the peer is the rest of the path.
+    app.router.add_get("/v1/peers/{interface}/{peer:.+}/explain", get_explain)
+    app.router.add_get("/v1/events", get_events)
     app.router.add_get("/v1/overrides", get_overrides)
     app.router.add_post("/v1/overrides", post_override)
     app.router.add_delete("/v1/overrides", delete_override)

@@ -3,8 +3,14 @@
 Subcommands come from one table (`COMMANDS`); plain `wghybrid` does what `wghybrid status`
 does. Every command but `run`, `validate` and `version` talks to the daemon over its HTTP
 API (unix socket by default, TCP with a bearer token when --url is given). Output is
-either for people (`status`, TTY-aware colour) or for scripts (`--json`, `dump`); every
-change the CLI makes is printed as one `[#] ...` line, as wg-quick does.
+either for people (`status`, colour as wg's: `--color`, `WG_COLOR_MODE`) or for scripts
+(`--json`, `dump`, `status IFACE FIELD`); every change the CLI makes is printed as one
+`[#] ...` line, as wg-quick does.
+
+Start-up time is part of the interface (a read-only call answers in under 150 ms,
+bench/cli_latency.py): this module imports the standard library and `_render` only; the
+table's commands talk to the daemon with `wghybrid._http.QuickClient` (no aiohttp, no
+asyncio), and what else a command needs is imported inside it.
 
 Exit codes: 0 success, 1 failure (daemon unreachable, request refused, bad policy),
 2 bad command line.
@@ -13,19 +19,26 @@ Exit codes: 0 success, 1 failure (daemon unreachable, request refused, bad polic
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import os
 import re
 import sys
 import time
-from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any, TextIO
 
 from wghybrid import __version__, _render
-from wghybrid.client import DEFAULT_SOCKET, ApiError, Client, ClientError, read_token
+from wghybrid._http import (
+    DEFAULT_SOCKET,
+    Api,
+    ApiError,
+    ClientError,
+    QuickClient,
+    read_token,
+    run_sync,
+)
 
 PROG = "wghybrid"
 
@@ -77,6 +90,26 @@ def parse_seconds(text: str) -> float:
     return value
 
 
+def parse_count(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"bad number {text!r} (1 or more)")
+    return n
+
+
+def parse_width(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        n = 0
+    if n < 40:
+        raise argparse.ArgumentTypeError(f"bad width {text!r} (40 columns or more)")
+    return n
+
+
 def parse_core(text: str) -> int:
     try:
         core = int(text)
@@ -99,7 +132,7 @@ class Context:
 
     @property
     def paint(self) -> _render.Palette:
-        return _render.Palette(_render.wants_colour(self.out))
+        return _render.Palette(wants_colour(self.args, self.out))
 
     def change(self, text: str) -> None:
         """Print one change made to the system, wg-quick style."""
@@ -109,23 +142,47 @@ class Context:
         json.dump(data, self.out, indent=2)
         self.out.write("\n")
 
-    def client(self) -> Client:
+    def quick(self) -> QuickClient:
+        """The standard library's client: what the command table's commands use."""
         args = self.args
         if args.url:
             token = read_token(args.token_file) if args.token_file else None
-            return Client.tcp(args.url, token, cafile=args.cacert, timeout=args.timeout)
-        return Client.unix(args.socket, timeout=args.timeout)
+            return QuickClient.tcp(args.url, token, cafile=args.cacert, timeout=args.timeout)
+        return QuickClient.unix(args.socket, timeout=args.timeout)
 
 
-def _api(command: Callable[[Context, Client], Awaitable[int]]) -> Callable[[Context], int]:
-    """Run an async command with a connected client."""
+COLOR_MODES = ("auto", "always", "never")
+
+
+def colour_mode(args: argparse.Namespace, environ: Mapping[str, str] | None = None) -> str:
+    """--color, else WG_COLOR_MODE as wg(8) reads it (always, never; anything else or
+    unset: auto)."""
+    flag = getattr(args, "color", None)
+    if flag in COLOR_MODES:
+        return str(flag)
+    env = os.environ if environ is None else environ
+    mode = env.get("WG_COLOR_MODE", "")
+    return mode if mode in ("always", "never") else "auto"
+
+
+def wants_colour(
+    args: argparse.Namespace, stream: TextIO, environ: Mapping[str, str] | None = None
+) -> bool:
+    """always / never, or auto: only on a terminal, and not with NO_COLOR set."""
+    mode = colour_mode(args, environ)
+    if mode != "auto":
+        return mode == "always"
+    return _render.wants_colour(stream, environ)
+
+
+def _api(command: Callable[[Context, Any], Awaitable[int]]) -> Callable[[Context], int]:
+    """Run a command with a connected client: the standard library's, without aiohttp or
+    an event loop (a command only awaits its client), so that a call starts fast.
+    `wghybrid.client.Client` is the asyncio client for programs."""
 
     def run(ctx: Context) -> int:
-        async def go() -> int:
-            async with ctx.client() as api:
-                return await command(ctx, api)
-
-        return asyncio.run(go())
+        with ctx.quick() as api:
+            return run_sync(command(ctx, api))
 
     return run
 
@@ -134,7 +191,7 @@ def _api(command: Callable[[Context, Client], Awaitable[int]]) -> Callable[[Cont
 # Peers: a base64 key or a friendly name
 
 
-async def resolve_peer(api: Client, interface: str, text: str) -> tuple[str, str]:
+async def resolve_peer(api: Api, interface: str, text: str) -> tuple[str, str]:
     """(base64 key, label) of `text` on `interface`: a key, a name, or a unique key prefix."""
     from wghybrid.model import BadKeyError, decode_key  # numpy: only when needed (startup)
 
@@ -161,7 +218,7 @@ async def resolve_peer(api: Client, interface: str, text: str) -> tuple[str, str
     )
 
 
-async def peer_names(api: Client) -> dict[tuple[str, str], str]:
+async def peer_names(api: Api) -> dict[tuple[str, str], str]:
     peers = (await api.get("/v1/peers"))["peers"]
     return {(str(p["interface"]), str(p["public_key"])): str(p.get("name") or "") for p in peers}
 
@@ -170,23 +227,126 @@ async def peer_names(api: Client) -> dict[tuple[str, str], str]:
 # Commands
 
 
-async def cmd_status(ctx: Context, api: Client) -> int:
+def _interface_arg(args: argparse.Namespace) -> str | None:
+    iface = getattr(args, "interface", None)
+    return None if iface in (None, "all") else str(iface)
+
+
+def status_view(args: argparse.Namespace, default_sort: str = "load") -> _render.View:
+    return _render.View(
+        sort=getattr(args, "sort", None) or default_sort,
+        mode=getattr(args, "only_mode", None),
+        match=getattr(args, "match", None),
+        top=getattr(args, "top", None),
+        width=getattr(args, "width", None) or _render.WIDTH,
+    )
+
+
+def _filtered_json(status: dict[str, Any], iface: str | None,
+                   view: _render.View) -> dict[str, Any]:
+    only = [
+        {**i, "peers": _render.select_peers(i.get("peers") or [], view)}
+        for i in status["interfaces"] if iface in (None, i.get("name"))
+    ]
+    return {**status, "interfaces": only}
+
+
+async def _status_text(ctx: Context, api: Api) -> str:
+    """One screen of `status` (or of one FIELD), as the flags ask."""
+    args = ctx.args
     status = await api.get("/v1/status")
-    iface = ctx.args.interface
+    iface = _interface_arg(args)
     if iface is not None and not any(i.get("name") == iface for i in status["interfaces"]):
         raise ClientError(f"{iface} is not an interface the daemon manages")
-    if ctx.args.json:
-        if iface is not None:
-            only = [i for i in status["interfaces"] if i["name"] == iface]
-            status = {**status, "interfaces": only}
-        ctx.json(status)
-    else:
-        health = await api.get("/v1/health")
-        ctx.out.write(_render.render_status(status, ctx.paint, interface=iface, health=health))
+    field = getattr(args, "field", None)
+    if field is not None:
+        transfer = await _transfer(api, status) if field == "transfer" else None
+        return _render.render_field(status, iface, field, status_view(args, default_sort=""),
+                                    transfer=transfer)
+    if getattr(args, "json", False):  # the API's order unless --sort says otherwise
+        view = status_view(args, default_sort="")
+        return json.dumps(_filtered_json(status, iface, view), indent=2) + "\n"
+    view = status_view(args)
+    if getattr(args, "width", None) is None and getattr(ctx.out, "isatty", bool)():
+        import shutil  # a terminal narrower than 80 columns: its width
+
+        view = replace(view, width=max(40, min(view.width, shutil.get_terminal_size().columns)))
+    health = await api.get("/v1/health")
+    return _render.render_status(status, ctx.paint, interface=iface, health=health, view=view)
+
+
+_PEER_BYTES = re.compile(
+    r'^wghybrid_peer_(receive|transmit)_bytes_total\{interface="([^"]*)",'
+    r'public_key="([^"]*)"\} ([0-9.e+]+)$', re.MULTILINE)
+
+
+def parse_transfer(metrics: str) -> dict[tuple[str, str], tuple[int, int]]:
+    """(interface, key) -> (bytes received, bytes sent), from /metrics' per-peer counters."""
+    out: dict[tuple[str, str], list[int]] = {}
+    for m in _PEER_BYTES.finditer(metrics):
+        try:
+            value = int(float(m[4]))
+        except (ValueError, OverflowError):
+            continue
+        out.setdefault((m[2], m[3]), [0, 0])[0 if m[1] == "receive" else 1] = value
+    return {k: (v[0], v[1]) for k, v in out.items()}
+
+
+async def _transfer(api: Api, status: dict[str, Any]) -> dict[tuple[str, str], tuple[int, int]]:
+    """The peers' byte counters (`status IFACE transfer`): the API's JSON has rates, the
+    cumulative counters are the metrics' (per peer up to `[metrics] per_peer_max` peers)."""
+    if not isinstance(api, QuickClient):
+        raise ClientError("transfer needs the standard-library client")
+    found = parse_transfer(api.text("/metrics"))
+    peers = sum(len(i.get("peers") or ()) for i in status.get("interfaces", []))
+    if peers and not found:
+        raise ClientError(
+            f"no per-peer byte counters in /metrics: the daemon exports them for at most "
+            f"[metrics] per_peer_max peers, and it has {peers} (docs/api.md, Metrics)")
+    return found
+
+
+async def cmd_status(ctx: Context, api: Api) -> int:
+    ctx.out.write(await _status_text(ctx, api))
     return 0
 
 
-async def cmd_dump(ctx: Context, api: Client) -> int:
+def watch_status(ctx: Context) -> int:
+    """`status --watch [SECONDS]`: the view again every SECONDS, top-like (the screen
+    cleared, cut to the terminal's height on a terminal); Ctrl-C ends it, status 0."""
+    import shutil
+
+    interval: float = ctx.args.watch
+    tty = bool(getattr(ctx.out, "isatty", None) and ctx.out.isatty())
+    first = True
+    try:
+        with ctx.quick() as api:
+            while True:
+                try:
+                    text = run_sync(_status_text(ctx, api))
+                except ClientError as exc:
+                    if first:
+                        raise
+                    text = ctx.paint("red", f"{PROG}: {exc}") + "\n"  # and try again
+                first = False
+                stamp = time.strftime("%H:%M:%S")
+                head = f"every {interval:g} s, {stamp} (Ctrl-C to quit)\n"
+                if tty:
+                    lines = (head + text).splitlines()
+                    rows = shutil.get_terminal_size().lines
+                    ctx.out.write("\x1b[H\x1b[2J" + "\n".join(lines[: max(rows - 1, 1)]))
+                else:
+                    ctx.out.write(head + text + "\n")
+                ctx.out.flush()
+                time.sleep(interval)
+    except KeyboardInterrupt:
+        if tty:
+            ctx.out.write("\n")
+        ctx.out.flush()
+        return 0
+
+
+async def cmd_dump(ctx: Context, api: Api) -> int:
     status = await api.get("/v1/status")
     iface = ctx.args.interface
     if iface is not None and not any(i.get("name") == iface for i in status["interfaces"]):
@@ -195,7 +355,7 @@ async def cmd_dump(ctx: Context, api: Client) -> int:
     return 0
 
 
-async def cmd_override_set(ctx: Context, api: Client) -> int:
+async def cmd_override_set(ctx: Context, api: Api) -> int:
     args = ctx.args
     key, label = await resolve_peer(api, args.interface, args.peer)
     body: dict[str, Any] = {"interface": args.interface, "public_key": key}
@@ -224,7 +384,7 @@ async def cmd_override_set(ctx: Context, api: Client) -> int:
     return 0
 
 
-async def resolve_override(api: Client, interface: str, text: str) -> tuple[str, str]:
+async def resolve_override(api: Api, interface: str, text: str) -> tuple[str, str]:
     """Like resolve_peer, but an override's peer may be absent from the data plane: then
     its key, name or key prefix is looked up among the overrides."""
     try:
@@ -250,7 +410,7 @@ async def resolve_override(api: Client, interface: str, text: str) -> tuple[str,
         raise not_a_peer from None
 
 
-async def cmd_override_clear(ctx: Context, api: Client) -> int:
+async def cmd_override_clear(ctx: Context, api: Api) -> int:
     args = ctx.args
     key, label = await resolve_override(api, args.interface, args.peer)
     cleared = (await api.delete("/v1/overrides", {"interface": args.interface, "public_key": key}))
@@ -261,7 +421,7 @@ async def cmd_override_clear(ctx: Context, api: Client) -> int:
     return 0
 
 
-async def cmd_override_list(ctx: Context, api: Client) -> int:
+async def cmd_override_list(ctx: Context, api: Api) -> int:
     overrides = (await api.get("/v1/overrides"))["overrides"]
     if ctx.args.json:
         ctx.json({"overrides": overrides})
@@ -271,7 +431,7 @@ async def cmd_override_list(ctx: Context, api: Client) -> int:
     return 0
 
 
-async def cmd_policy_show(ctx: Context, api: Client) -> int:
+async def cmd_policy_show(ctx: Context, api: Api) -> int:
     data = await api.get("/v1/policy")
     if ctx.args.json:
         ctx.json(data)
@@ -280,7 +440,7 @@ async def cmd_policy_show(ctx: Context, api: Client) -> int:
     return 0
 
 
-async def cmd_policy_reload(ctx: Context, api: Client) -> int:
+async def cmd_policy_reload(ctx: Context, api: Api) -> int:
     try:
         data = await api.post("/v1/policy/reload")
     except ApiError as exc:
@@ -327,12 +487,62 @@ def run_daemon(argv: Sequence[str]) -> int:
     return daemon.run_command(parser.parse_args(argv))
 
 
+def run_status(ctx: Context) -> int:
+    """`status` (and plain `wghybrid`): once, or again and again with --watch."""
+    if getattr(ctx.args, "watch", None) is not None:
+        return watch_status(ctx)
+    return _api(cmd_status)(ctx)
+
+
+def check_status_args(args: argparse.Namespace) -> None:
+    """The combinations argparse cannot check; a usage error (status 2) for each."""
+    parser: argparse.ArgumentParser = args.parser
+    field = getattr(args, "field", None)
+    if field is not None and field not in _render.FIELDS:
+        parser.error(f"unknown field {field!r}; the fields are: {', '.join(_render.FIELDS)}")
+    watching = getattr(args, "watch", None) is not None
+    if watching and getattr(args, "json", False):
+        parser.error("--watch is for people; --json takes one snapshot")
+    if watching and field is not None:
+        parser.error("--watch shows the view, not a FIELD")
+    if field is not None and getattr(args, "json", False):
+        parser.error("a FIELD is tab-separated text; --json is the whole status")
+
+
 # ---------------------------------------------------------------------------
 # The command table
 
 
 def _args_interface(p: argparse.ArgumentParser) -> None:
     p.add_argument("interface", nargs="?", metavar="IFACE", help="only this interface")
+
+
+def _args_status(p: argparse.ArgumentParser) -> None:
+    p.add_argument("interface", nargs="?", metavar="IFACE",
+                   help='only this interface ("all": every one)')
+    p.add_argument("field", nargs="?", metavar="FIELD",
+                   help="print only this field, tab-separated, one line per peer "
+                        "(as `wg show wg0 transfer`; the list below)")
+    _add_view_options(p, top=False)
+
+
+def _add_view_options(p: argparse.ArgumentParser, top: bool) -> None:
+    """The status view's options (plain `wghybrid` takes them too)."""
+    d: Callable[[Any], Any] = (lambda v: v) if top else (lambda v: argparse.SUPPRESS)
+    g = p.add_argument_group("status view")
+    g.add_argument("--mode", dest="only_mode", choices=("inline", "vanilla"), default=d(None),
+                   help="only the peers in this mode")
+    g.add_argument("--sort", choices=_render.SORTS, default=d(None),
+                   help="order of the peers: load (rx + tx, the default), name, cpu, mode")
+    g.add_argument("--top", type=parse_count, metavar="N", default=d(None),
+                   help="at most N peers per interface")
+    g.add_argument("--peer", dest="match", metavar="GLOB", default=d(None),
+                   help="only the peers whose name or key matches GLOB ('branch-*', 'AbC*')")
+    g.add_argument("--width", type=parse_width, metavar="COLUMNS", default=d(None),
+                   help=f"width of the view (default {_render.WIDTH})")
+    g.add_argument("--watch", nargs="?", type=parse_seconds, const=2.0, default=d(None),
+                   metavar="SECONDS",
+                   help="refresh every SECONDS (default 2), top-like, until Ctrl-C")
 
 
 def _args_override_set(p: argparse.ArgumentParser) -> None:
@@ -365,7 +575,7 @@ def _args_validate(p: argparse.ArgumentParser) -> None:
     )
 
 
-ApiCommand = Callable[[Context, Client], Awaitable[int]]
+ApiCommand = Callable[[Context, Any], Awaitable[int]]
 
 
 @dataclass(frozen=True)
@@ -385,7 +595,7 @@ class Command:
 COMMANDS: tuple[Command, ...] = (
     Command(
         "status", "show interfaces and peers (the default)",
-        api=cmd_status, add_arguments=_args_interface, json=True,
+        run=run_status, add_arguments=_args_status, json=True, epilog=_render.FIELDS_HELP,
     ),
     Command(
         "dump", "tab-separated peers for scripts (columns only ever appended)",
@@ -443,6 +653,11 @@ def _add_connection_options(p: argparse.ArgumentParser, top: bool) -> None:
         "--timeout", type=parse_seconds, metavar="SECONDS", default=d(10.0),
         help="give up on the daemon after this long (default 10)",
     )
+    p.add_argument(
+        "--color", choices=COLOR_MODES, default=d(None),
+        help="colour: auto (on a terminal, the default), always, never "
+             "(env WG_COLOR_MODE, as wg's)",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -454,8 +669,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
     parser.add_argument("--json", action="store_true", help="print the API's JSON")
     _add_connection_options(parser, top=True)
-    parser.set_defaults(handler=_api(cmd_status), interface=None, parser=parser)
+    _add_view_options(parser, top=True)
+    parser.set_defaults(handler=run_status, interface=None, field=None, parser=parser)
     _add_commands(parser, COMMANDS, "command")
+    from wghybrid.cli_events import add_event_commands  # `log`, `explain` (issue 13)
+    add_event_commands(parser)
     return parser
 
 
@@ -472,13 +690,15 @@ def _add_commands(
             p.set_defaults(parser=p, handler=None)
             _add_commands(p, cmd.subcommands, f"{dest}_{cmd.name}")
             continue
-        p.set_defaults(handler=_api(cmd.api) if cmd.api else cmd.run, parser=p)
+        p.set_defaults(
+            handler=_api(cmd.api) if cmd.api else cmd.run, parser=p
+        )
         if cmd.add_arguments is not None:
             cmd.add_arguments(p)
         if cmd.json:
             p.add_argument("--json", action="store_true", default=argparse.SUPPRESS,
                            help="print the API's JSON")
-        if cmd.api is not None:
+        if cmd.api is not None or cmd.name == "status":
             _add_connection_options(p, top=False)
 
 
@@ -493,6 +713,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if getattr(args, "command_override", None) == "set" and args.mode is None \
             and args.core is None:
         args.parser.error("give --mode, --core or both")
+    if args.handler is run_status:
+        check_status_args(args)
     ctx = Context(args, sys.stdout, sys.stderr)
     try:
         code: int = args.handler(ctx)

@@ -5,6 +5,8 @@
 
 Every failure is one of two exceptions carrying a one-line message: `UnreachableError`
 (no daemon behind the socket or URL) and `ApiError` (the daemon answered with an error).
+They, and the token and URL checks, are `wghybrid._http`'s, whose `QuickClient` (the
+standard library only, no aiohttp) is what the CLI uses; this one is for asyncio programs.
 """
 
 from __future__ import annotations
@@ -12,93 +14,23 @@ from __future__ import annotations
 import json
 import os
 import ssl
-import urllib.parse
 from collections.abc import Mapping
-from pathlib import Path
 from types import TracebackType
 from typing import Any
 
 import aiohttp
 
-DEFAULT_SOCKET = "/run/wghybrid/wghybrid.sock"
-DEFAULT_TIMEOUT = 10.0
-MAX_SMALL_FILE = 1 << 20
-"""A token file or CA certificate larger than this is refused."""
-
-
-class ClientError(Exception):
-    """Base of the client's errors; str() is the one line to show the operator."""
-
-
-class UnreachableError(ClientError):
-    """Nothing answered at the socket or URL."""
-
-    def __init__(self, where: str, reason: str) -> None:
-        super().__init__(
-            f"cannot reach the daemon at {where}: {reason} (is wghybrid.service running?)"
-        )
-        self.where = where
-        self.reason = reason
-
-
-class ApiError(ClientError):
-    """The daemon answered 4xx/5xx; `message` is its {"error": ...} text."""
-
-    def __init__(self, status: int, message: str, field: str | None = None) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
-        self.field = field
-
-
-def _read_small(path: str | Path, what: str) -> str:
-    from wghybrid._files import read_regular  # (the CLI imports lazily: start-up time)
-
-    try:
-        return read_regular(path, MAX_SMALL_FILE).decode("utf-8")
-    except OSError as exc:
-        raise ClientError(f"cannot read {what} {path}: {exc}") from None
-    except UnicodeDecodeError:
-        raise ClientError(f"{what} {path} is not UTF-8 text") from None
-
-
-def read_token(path: str | Path) -> str:
-    """The bearer token in `path` (surrounding whitespace stripped); raises ClientError."""
-    token = _read_small(path, "the token file").strip()
-    if not token:
-        raise ClientError(f"the token file {path} is empty")
-    if any(c.isspace() or not c.isprintable() for c in token):
-        raise ClientError(f"the token file {path} must hold one word of printable characters")
-    return token
-
-
-def check_url(url: str) -> str:
-    """`url` if it is http(s)://HOST[:PORT][/]; ClientError naming --url and what is wrong."""
-    try:
-        parts = urllib.parse.urlsplit(url)
-        port = parts.port
-    except ValueError as exc:
-        raise ClientError(f"--url {url!r}: {exc}") from None
-    if parts.scheme not in ("http", "https"):
-        shown = f"unsupported scheme {parts.scheme!r}" if parts.scheme else "no scheme"
-        raise ClientError(f"--url {url!r}: {shown}; expected http://HOST:PORT or https://...")
-    if not parts.hostname:
-        raise ClientError(f"--url {url!r}: no host; expected {parts.scheme}://HOST:PORT")
-    if port == 0:
-        raise ClientError(f"--url {url!r}: port 0 is not a port")
-    if parts.path not in ("", "/") or parts.query or parts.fragment:
-        raise ClientError(f"--url {url!r}: give only the scheme, host and port")
-    return url
-
-
-def tls_context(cafile: str) -> ssl.SSLContext:
-    """A client TLS context trusting the PEM certificate(s) in `cafile`; ClientError."""
-    pem = _read_small(cafile, "the --cacert file")
-    try:
-        return ssl.create_default_context(cadata=pem)
-    except (ssl.SSLError, ValueError) as exc:
-        why = getattr(exc, "reason", None) or str(exc)
-        raise ClientError(f"--cacert {cafile}: not a PEM CA certificate ({why})") from None
+from wghybrid._http import (  # noqa: F401  (re-exported: one ClientError for both clients)
+    DEFAULT_SOCKET,
+    DEFAULT_TIMEOUT,
+    MAX_SMALL_FILE,
+    ApiError,
+    ClientError,
+    UnreachableError,
+    check_url,
+    read_token,
+    tls_context,
+)
 
 
 class Client:

@@ -55,7 +55,31 @@ from wghybrid.dataplane import (
     TransientError,
     configure_nic_steering,
 )
-from wghybrid.loop import TickResult, run_tick
+from wghybrid.events import (
+    AUTOMATIC,
+    DONE,
+    FAILED,
+    OPERATOR,
+    OVERRIDE,
+    OVERRIDE_CLEAR,
+    OVERRIDE_EXPIRE,
+    OVERRIDE_SET,
+    POLICY_RELOAD,
+    REJECTED,
+    UNMANAGED,
+    UNSUPPORTED,
+    WITHDRAWN,
+    WOULD,
+    Event,
+    EventLog,
+    PlanDiff,
+    describe,
+    journal_fields,
+    level,
+    line,
+    op_fields,
+)
+from wghybrid.loop import OpResult, TickResult, run_tick
 from wghybrid.metrics import DaemonMetrics
 from wghybrid.model import (
     U64,
@@ -63,9 +87,10 @@ from wghybrid.model import (
     InterfaceStatus,
     Operation,
     Override,
+    Reason,
+    SetPeerCore,
     SetPeerMode,
     encode_key,
-    short_key,
 )
 from wghybrid.policy import Policy
 from wghybrid.policy.load import load_policy, shipped_policy_path
@@ -200,6 +225,13 @@ class Daemon:
         """`wghybrid run` sets it: the daemon's process times the garbage collector's full
         passes (`_collect_garbage`); an in-process test server leaves the collector alone."""
         self._last_full_gc: float | None = None
+        self.events = EventLog(clock=wall, sink=self._log_event)
+        """Every change and refusal, as data (`wghybrid.events`): GET /v1/events, the log
+        lines and the journal's fields are renderings of it."""
+        self._override_by: dict[OverrideKey, str] = {}
+        """Who set each override, where the API knew it (in memory: not persisted)."""
+        self._would = PlanDiff()
+        """A dry run's plan as of the last tick: events only for what changes in it."""
         self.metrics = DaemonMetrics(
             lambda: self.snapshot,
             self._info,
@@ -256,6 +288,16 @@ class Daemon:
             out.append(name)
         return out
 
+    def name_of(self, interface: str, public_key: bytes) -> str:
+        """A peer's friendly name, or "": the policy's names (its `[names]` and what the
+        daemon added to them, e.g. the simulated gateway's), which is also where status
+        takes them from. A dict look-up: events name every operation of a tick."""
+        return self.policy.names.get(public_key, "")
+
+    def override_by(self, interface: str, public_key: bytes) -> str:
+        """Who set the peer's override, where the API knew it ("" otherwise)."""
+        return self._override_by.get((interface, public_key), "")
+
     def override_presence(self) -> list[tuple[Override, bool]]:
         live = self.live_overrides()
         return list(zip(live, self.present([(o.interface, o.public_key) for o in live]),
@@ -290,8 +332,9 @@ class Daemon:
         await asyncio.to_thread(self.store.save, self._current_state(marks))
         self._persisted_unmanaged = dict(marks)
 
-    async def set_override(self, override: Override) -> Override:
-        """Pin a peer (replacing its previous override); persisted before returning."""
+    async def set_override(self, override: Override, by: str = "") -> Override:
+        """Pin a peer (replacing its previous override); persisted before returning.
+        `by`: who asked, for the event log."""
         key = (override.interface, override.public_key)
         async with self._state_lock:
             previous = self.overrides.get(key)
@@ -305,21 +348,26 @@ class Daemon:
                     self.overrides[key] = previous
                 raise
             self.overrides_serial += 1
-        log.info(
-            "[#] override %s/%s%s%s%s%s",
-            override.interface,
-            short_key(override.public_key),
-            f" mode {override.mode}" if override.mode is not None else "",
-            f" core {override.core}" if override.core is not None else "",
-            f" expires {time.strftime('%FT%TZ', time.gmtime(override.expires))}"
-            if override.expires is not None
-            else "",
-            f" ({override.reason})" if override.reason else "",
-            extra=_fields(override.interface, override.public_key),
+        if by:
+            self._override_by[key] = by
+        else:
+            self._override_by.pop(key, None)
+        what = [f"mode {override.mode}"] if override.mode is not None else []
+        if override.core is not None:
+            what.append(f"core {override.core}")
+        if override.expires is not None:
+            what.append(f"expires {time.strftime('%FT%TZ', time.gmtime(override.expires))}")
+        self._peer_event(
+            OVERRIDE_SET, DONE, override.interface, override.public_key, value=" ".join(what),
+            reason=Reason("override", override.reason,
+                          (("expires", override.expires),) if override.expires else ()),
+            cause=OPERATOR, by=by,
         )
         return override
 
-    async def clear_override(self, interface: str, public_key: bytes) -> Override | None:
+    async def clear_override(
+        self, interface: str, public_key: bytes, by: str = ""
+    ) -> Override | None:
         key = (interface, public_key)
         async with self._state_lock:
             previous = self.overrides.pop(key, None)
@@ -331,12 +379,8 @@ class Daemon:
                 self.overrides[key] = previous
                 raise
             self.overrides_serial += 1
-        log.info(
-            "[#] override %s/%s cleared",
-            interface,
-            short_key(public_key),
-            extra=_fields(interface, public_key),
-        )
+        self._override_by.pop(key, None)
+        self._peer_event(OVERRIDE_CLEAR, DONE, interface, public_key, cause=OPERATOR, by=by)
         return previous if previous.active(self.wall()) else None
 
     async def _drop_expired(self, wall_now: float) -> None:
@@ -351,11 +395,11 @@ class Daemon:
                 log.error("cannot save state to %s: %s", self.store.path, exc)
             self.overrides_serial += 1
         for o in dropped:
-            log.info(
-                "[#] override %s/%s expired",
-                o.interface,
-                short_key(o.public_key),
-                extra=_fields(o.interface, o.public_key),
+            self._override_by.pop((o.interface, o.public_key), None)
+            self._peer_event(
+                OVERRIDE_EXPIRE, DONE, o.interface, o.public_key, cause=OVERRIDE,
+                reason=Reason("expired", "the override's time ran out",
+                              (("expires", o.expires),) if o.expires is not None else ()),
             )
 
     async def _persist_unmanaged(self) -> None:
@@ -369,7 +413,7 @@ class Daemon:
                 log.error("cannot save state to %s: %s", self.store.path, exc)
 
     # -- policy ----------------------------------------------------------------------
-    async def reload_policy(self) -> Policy:
+    async def reload_policy(self, by: str = "") -> Policy:
         """Load the policy file again; on success it takes effect next tick. A bad file
         raises (PolicyError or OSError), is logged and shown in status; the old policy keeps
         running."""
@@ -380,14 +424,18 @@ class Daemon:
                 self.policy_error = str(exc)
                 self.metrics.policy_reload_errors.inc()
                 self.serial += 1
-                log.error("policy reload rejected, keeping %r: %s", self.policy.name, exc)
+                self.events.emit(POLICY_RELOAD, REJECTED, value=self.policy.name,
+                                 error=str(exc), cause=OPERATOR, by=by,
+                                 dry_run=self.dry_run)
                 self._notify_status()
                 raise
             self.controller.set_policy(policy)
             await configure_nic_steering(self.dataplane, policy.placement.nic_steering)
             self.policy_error = None
             self.serial += 1
-            log.info("[#] policy %r loaded from %s", policy.name, policy.source)
+            self.events.emit(POLICY_RELOAD, DONE, value=policy.name,
+                             reason=Reason("loaded", f"from {policy.source}"),
+                             cause=OPERATOR, by=by, dry_run=self.dry_run)
             self._notify_status()
             return policy
 
@@ -399,13 +447,14 @@ class Daemon:
 
     async def _reload_quietly(self) -> None:
         with contextlib.suppress(Exception):
-            await self.reload_policy()
+            await self.reload_policy(by="SIGHUP")
 
     def request_stop(self, code: int = 0) -> None:
         if not self.stopping.is_set():
             self.exit_code = code
             self._notify("STOPPING=1")
             self.stopping.set()
+            self.events.close()  # event streams (GET /v1/events?follow=1) end
 
     # -- the loop --------------------------------------------------------------------
     async def tick(self) -> TickResult | None:
@@ -423,8 +472,10 @@ class Daemon:
                 dry_run=self.dry_run,
                 op_timeout=self._op_timeout,
                 sample_timeout=self._sample_timeout,
-                log=self._log_change,
+                report=self._report,
             )
+            if self.dry_run:
+                self._report_would(result)
             await self._after_tick(result, overrides, wall_now)
         except TransientError as exc:
             self.last_error = f"sample: {exc}"
@@ -457,7 +508,8 @@ class Daemon:
                 self.metrics.permanent_errors.inc()
             else:
                 self.metrics.transient_errors.inc()
-        self.last_error = f"{errors[-1].op.describe()}: {errors[-1].error}" if errors else None
+        self.last_error = f"{self._describe(errors[-1].op)}: {errors[-1].error}" \
+            if errors else None
         await self._persist_unmanaged()
         if self.manage_gc:
             self._collect_garbage()
@@ -493,9 +545,56 @@ class Daemon:
             gc.collect()
             self._last_full_gc = now
 
-    def _log_change(self, line: str) -> None:
-        level = logging.WARNING if line.startswith("[!]") else logging.INFO
-        log.log(level, "%s", line)
+    # -- events ------------------------------------------------------------------------
+    def _log_event(self, event: Event) -> None:
+        """The event log's sink: one line, with the journal's fields (wghybrid._log)."""
+        log.log(level(event), "%s", line(event), extra=journal_fields(event))
+
+    def _peer_event(
+        self, op: str, result: str, interface: str, public_key: bytes, **fields: Any
+    ) -> Event:
+        return self.events.emit(op, result, interface=interface, public_key=public_key,
+                                name=self.name_of(interface, public_key),
+                                dry_run=self.dry_run, **fields)
+
+    def _op_event(self, op: Operation, result: str, error: str = "") -> Event:
+        fields = op_fields(op)
+        cause, by = AUTOMATIC, ""
+        if op.reason is not None and op.reason.rule == "override":
+            cause = OVERRIDE
+            if isinstance(op, SetPeerMode | SetPeerCore):
+                by = self.override_by(op.interface, op.public_key)
+        if "public_key" in fields:
+            fields["name"] = self.name_of(fields["interface"], fields["public_key"])
+        return self.events.emit(fields.pop("op"), result, cause=cause, by=by, error=error,
+                                dry_run=self.dry_run, **fields)
+
+    def _describe(self, op: Operation) -> str:
+        """An operation in wg-quick's words, the peer by its name where it has one."""
+        fields = op_fields(op)
+        if "public_key" in fields:
+            fields["name"] = self.name_of(fields["interface"], fields["public_key"])
+        return describe(Event(0, 0.0, fields.pop("op"), DONE, **fields))
+
+    def _report(self, r: OpResult) -> None:
+        """run_tick's report: an event per applied (or refused) operation."""
+        if r.error is None:
+            self._op_event(r.op, DONE)
+        elif not r.permanent:
+            self._op_event(r.op, FAILED, r.error)
+        else:
+            peer = isinstance(r.op, SetPeerMode | SetPeerCore)
+            self._op_event(r.op, UNMANAGED if peer else UNSUPPORTED, r.error)
+
+    def _report_would(self, result: TickResult) -> None:
+        """A dry run applies nothing, so the controller plans the same operations tick
+        after tick: an event when an operation enters the plan (`would`) and when it
+        leaves it (`withdrawn`), none while it stays."""
+        new, gone = self._would.update(result.plan)
+        for op in gone:
+            self._op_event(op, WITHDRAWN)
+        for op in new:
+            self._op_event(op, WOULD)
 
     def status_line(self) -> str:
         peers, inline, pinned, unmanaged = counts(self.snapshot)
@@ -583,22 +682,20 @@ class Daemon:
             plan = self.controller.restore_plan()
             log.info("restoring the modes found at start: %d change(s)", len(plan))
             for op in plan:
+                op = dataclasses.replace(op, reason=Reason(
+                    "restore-on-stop", "the mode it was found in (policy restore_on_stop)"))
                 try:
                     await asyncio.wait_for(self.dataplane.apply(op), self._op_timeout)
                 except Exception as exc:
-                    log.warning("[!] %s: %s (not restored)", op.describe(), exc)
+                    self._op_event(op, FAILED, str(exc) or type(exc).__name__)
                 else:
-                    log.info("[#] %s", op.describe())
+                    self._op_event(op, DONE)
         else:
             log.info("stopping; every tunnel keeps its current mode (fail-static)")
         try:
             await asyncio.wait_for(self.dataplane.close(), self._op_timeout)
         except Exception as exc:
             log.warning("closing the data plane: %s", exc)
-
-
-def _fields(interface: str, public_key: bytes) -> dict[str, str]:
-    return {"WGH_INTERFACE": interface, "WGH_PEER": encode_key(public_key)}
 
 
 # ---------------------------------------------------------------------------------------
@@ -1107,7 +1204,10 @@ async def _serve_daemon(daemon: Daemon, cfg: RunConfig) -> int:
         admin_uids=frozenset({0, os.geteuid()}),
         admin_gids=cfg.admin_gids,
     )
-    app = build_app(daemon, access=access)
+    cap, backlog = limits_for(1 if cfg.listen is None else 2)
+    # Event streams (GET /v1/events?follow=1) hold a connection each and are never
+    # evicted (they are mid-request): a quarter of one listener's cap at most.
+    app = build_app(daemon, access=access, max_streams=max(1, min(64, cap // 4)))
     app.cleanup_ctx.append(daemon.loop_ctx)
     runner = web.AppRunner(
         app,
@@ -1124,7 +1224,6 @@ async def _serve_daemon(daemon: Daemon, cfg: RunConfig) -> int:
         max_headers=64,
         logger=logging.getLogger("wghybrid.clients"),
     )
-    cap, backlog = limits_for(1 if cfg.listen is None else 2)
     sock_inode: int | None = None
     try:
         sock_dir = cfg.socket.parent

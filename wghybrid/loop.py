@@ -47,8 +47,13 @@ async def run_tick(
     op_timeout: float = 2.0,
     sample_timeout: float = 5.0,
     log: Callable[[str], None] | None = None,
+    report: Callable[[OpResult], None] | None = None,
 ) -> TickResult:
-    """Sample, decide, apply. Raises TransientError when the sample cannot be read."""
+    """Sample, decide, apply. Raises TransientError when the sample cannot be read.
+
+    `report` is handed each applied operation's result as soon as it is known (the
+    daemon makes an event of it, `wghybrid.events`); `log` gets a line per operation
+    instead (keys, not names: this module knows none), the dry run's plan included."""
     # asyncio.timeout(), not wait_for(): wait_for runs the call in a task of its own, so
     # every call costs the tick at least two turns of the event loop, each behind all the
     # API requests that are ready; under load a tick of a few operations then outlasts
@@ -75,17 +80,21 @@ async def run_tick(
                 error = exc
             controller.record(op, None if error is None else str(error),
                               isinstance(error, PermanentError))
+            result = OpResult(op, None if error is None else str(error),
+                              isinstance(error, PermanentError))
+            if report is not None:
+                report(result)
             if error is None:
                 if log is not None:
                     why = f"  # {op.reason.rule}: {op.reason.text}" if op.reason else ""
                     log(f"[#] {op.describe()}{why}")
-                results.append(OpResult(op, None, False))
+                results.append(result)
             else:
                 permanent = isinstance(error, PermanentError)
                 if log is not None:
                     kind = "permanent" if permanent else "transient, retrying next tick"
                     log(f"[!] {op.describe()}: {error} ({kind})")
-                results.append(OpResult(op, str(error), permanent))
+                results.append(result)
     elif log is not None:
         for op in plan:
             log(f"[dry-run] {op.describe()}")

@@ -38,6 +38,12 @@ EXAMPLES = int(os.environ.get("WGHYBRID_FUZZ_EXAMPLES", "40"))
 TOKEN = "fuzz-token-" + "0123456789abcdef" * 2
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 DOC = json.loads((Path(__file__).parents[2] / "wghybrid" / "openapi.json").read_text())
+# GET /v1/events?follow=1 streams for up to an hour: a request would outlast its timeout.
+# The stream has its own tests (test_events_api.py, test_events_e2e.py); the rest of the
+# operation is fuzzed.
+DOC["paths"]["/v1/events"]["get"]["parameters"] = [
+    p for p in DOC["paths"]["/v1/events"]["get"]["parameters"] if p["name"] != "follow"
+]
 
 
 def free_port() -> int:
@@ -89,7 +95,7 @@ def fuzz(doc: dict[str, Any], base: str, mode: GenerationMode, **checks: Any) ->
 def test_fuzz_every_operation(served: tuple[DaemonProcess, str], mode: GenerationMode) -> None:
     d, base = served
     ran = fuzz(DOC, base, mode)
-    assert ran == (10 if mode is GenerationMode.POSITIVE else 3)
+    assert ran == (12 if mode is GenerationMode.POSITIVE else 4)
     assert d.proc is not None and d.proc.poll() is None
 
 

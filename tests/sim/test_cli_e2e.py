@@ -23,6 +23,7 @@ import pytest
 
 from wghybrid import _render
 from wghybrid.model import decode_key
+from wghybrid.policy.load import DATA_PLANE
 
 pytestmark = pytest.mark.sim
 
@@ -188,6 +189,20 @@ def test_operator_path_through_the_cli(gateway: Gateway) -> None:
     assert "\x1b[" not in text
     assert "interface: wg0" in text and "  cores: 0-31" in text
     assert any(line.startswith("  elephant-0 ") for line in text.splitlines())
+    assert all(len(line) <= 80 for line in text.splitlines())
+    assert "  delivered: " in text and "  core load: " in text
+    summary = iface["summary"]
+    assert summary["peers"]["inline"] + summary["peers"]["vanilla"] == 206
+    assert [c["core"] for c in summary["cores"]] == list(range(32))
+    # the simulator's names are not the policy file's, and policy show says so
+    pol = json.loads(gw.ok("policy", "show", "--json"))["policy"]
+    assert pol["names"] == {} and len(pol["name_sources"]) == 206
+    assert {s["from"] for s in pol["name_sources"].values()} == {DATA_PLANE}
+    assert "# 206 more name(s), not from this file" in gw.ok("policy", "show")
+    modes = gw.ok("status", "wg0", "modes").splitlines()
+    assert len(modes) == 206 and all(m.split("\t")[1] in ("vanilla", "inline") for m in modes)
+    transfer = [line.split("\t") for line in gw.ok("status", "wg0", "transfer").splitlines()]
+    assert len(transfer) == 206 and all(int(rx) > 0 and int(tx) > 0 for _, rx, tx in transfer)
 
     # dump: one well-formed line per peer.
     rows = [line.split("\t") for line in gw.ok("dump").splitlines()]
@@ -215,7 +230,7 @@ def test_operator_path_through_the_cli(gateway: Gateway) -> None:
     assert applied["override"]["reason"] == "e2e"
     line = next(ln for ln in gw.ok("status", "wg0").splitlines()
                 if ln.startswith("  mouse-007 "))
-    assert "vanilla (pinned)" in line
+    assert line.split()[1] == "vanilla*"  # *: pinned
     dumped = next(r.split("\t") for r in gw.ok("dump").splitlines() if "\tmouse-007\t" in r)
     assert dumped[1] == key and dumped[4] == "pinned" and dumped[11:13] == ["vanilla", "3"]
 

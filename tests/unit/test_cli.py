@@ -14,7 +14,9 @@ import base64
 import json
 import os
 import pty
+import re
 import shutil
+import signal
 import socket
 import ssl
 import subprocess
@@ -69,7 +71,14 @@ def canned_status() -> dict[str, Any]:
         "interfaces": [
             {
                 "name": "wg0", "cores": "0-7", "crypt_cores": "0-1", "inline_cores": "4-6",
-                "threaded_napi": True,
+                "threaded_napi": True, "summary": {
+                    "rx_bps": 2.5e10, "tx_bps": 1.2e10, "demand_bps": 4e10,
+                    "cpu": {"inline": 0.42, "vanilla": 3.1}, "peers": {"inline": 2, "vanilla": 1},
+                    "drop_pps": 12.0, "drops": 34_000,
+                    "cores": [{"core": c, "busy": 0.1 * c if c != 3 else None,
+                               "inline": int(c in (4, 5, 6)), "pool": c < 2}
+                              for c in range(8)],
+                },
                 "peers": [
                     peer("wg0", ALICE, "alice"),
                     peer("wg0", BOB, "bob", mode="vanilla", **{"class": "elephant"},
@@ -115,6 +124,14 @@ class FakeDaemon:
         self.overrides: list[dict[str, Any]] = []
         self.requests: list[tuple[str, str, dict[str, str], Any]] = []
         self.reload_error: str | None = None
+        self.metrics = (
+            "# TYPE wghybrid_peer_receive_bytes_total counter\n"
+            f'wghybrid_peer_receive_bytes_total{{interface="wg0",public_key="{ALICE}"}} 1234\n'
+            f'wghybrid_peer_receive_bytes_total{{interface="wg0",public_key="{BOB}"}} 9.5e+11\n'
+            f'wghybrid_peer_transmit_bytes_total{{interface="wg0",public_key="{ALICE}"}} 42\n'
+            f'wghybrid_peer_transmit_bytes_total{{interface="wg1",public_key="{ALICE}"}} 7\n'
+            'wghybrid_ticks_total 12\n'
+        )
         self.broken = False
         self.token = token
         self.loop = asyncio.new_event_loop()
@@ -138,6 +155,7 @@ class FakeDaemon:
         app.router.add_delete("/v1/overrides", self.delete_override)
         app.router.add_get("/v1/policy", self.get_policy)
         app.router.add_post("/v1/policy/reload", self.reload_policy)
+        app.router.add_get("/metrics", self.get_metrics)
         self.runner = web.AppRunner(app)
         await self.runner.setup()
         if unix is not None:
@@ -230,6 +248,9 @@ class FakeDaemon:
         self.overrides.remove(found[0])
         return web.json_response({"cleared": found[0]})
 
+    async def get_metrics(self, request: web.Request) -> web.Response:
+        return web.Response(text=self.metrics, content_type="text/plain")
+
     async def get_policy(self, request: web.Request) -> web.Response:
         return web.json_response({"policy": POLICY, "error": self.reload_error})
 
@@ -289,14 +310,23 @@ def test_plain_wghybrid_shows_status(
     assert "  inline cores: 4-6" in lines
     assert "  threaded napi: on" in lines
     alice = next(ln for ln in lines if ln.startswith("  alice"))
-    assert alice.split() == ["alice", "inline", "(auto)", "mouse", "1.20", "Gbit/s", "300",
-                             "Mbit/s", "0.42", "5", "3m12s"]
+    assert alice.split() == ["alice", "inline", "mouse", "1.20G", "300M", "0.42", "5", "3m12s"]
     bob = next(ln for ln in lines if ln.startswith("  bob"))
-    assert "vanilla (pinned)" in bob and "elephant" in bob and "23.5 Gbit/s" in bob
+    assert bob.split()[:4] == ["bob", "vanilla*", "elephant", "23.5G"]  # *: pinned
     assert bob.split()[-2:] == ["-", "2h01m"]  # core -1: the data plane's default
+    # sorted by load: bob (34.5 Gbit/s), then alice, then the idle one
+    table = [ln.split()[0] for ln in lines
+             if ln.startswith(("  bob ", "  alice ", "  " + ANON[:8]))]
+    assert table == ["bob", "alice", ANON[:8]]
+    assert "  delivered: 37.0 Gbit/s (rx 25.0 Gbit/s, tx 12.0 Gbit/s)" in lines
+    assert "  estimated demand: 40.0 Gbit/s" in lines
+    assert "  cpu: 3.52 cores (inline 0.42, vanilla 3.10)" in lines
+    assert "  drops: 12/s (34.0k in all)" in lines
+    assert "  peers: 3 (2 inline, 1 vanilla; 1 pinned, 1 unmanaged)" in lines
+    assert all(len(ln) <= 80 for ln in lines), max(lines, key=len)
     assert any("override: mode vanilla, until never: backup window" in ln for ln in lines)
     anon = next(ln for ln in lines if ln.startswith("  " + ANON[:8]))  # no name: short key
-    assert "950 bit/s" in anon
+    assert anon.split()[3:5] == ["0", "950"]
     assert any("unmanaged: no such peer in the module" in ln for ln in lines)
     assert [r[:2] for r in daemon.requests] == [("GET", "/v1/status"), ("GET", "/v1/health")] * 2
 
@@ -317,7 +347,8 @@ def test_status_of_one_interface(daemon: FakeDaemon, capsys: pytest.CaptureFixtu
     code, out, _ = run(capsys, "status", "wg1")
     assert code == 0
     assert "interface: wg1" in out and "wg0" not in out and "backend" not in out
-    assert "carla" in out and LONG_NAME[:20] in out
+    assert "carla" in out and LONG_NAME[:10] in out and LONG_NAME[-9:] in out
+    assert LONG_NAME not in out  # too long for 80 columns: the middle is cut
 
 
 def test_status_of_an_unknown_interface_is_one_line(
@@ -385,7 +416,7 @@ def test_colour_only_on_a_terminal_and_never_with_no_color(daemon: FakeDaemon) -
     assert "\x1b[" in coloured and "\x1b[32" in coloured  # inline in green
     plain = through_pty({"NO_COLOR": "1"})
     assert "\x1b[" not in plain
-    assert "alice" in plain and "inline (auto)" in plain
+    assert "alice" in plain and "inline  mouse" in plain
 
 
 # ---------------------------------------------------------------------------
@@ -708,3 +739,208 @@ def test_parse_time_zones() -> None:
     assert cli.parse_time("2100-01-01T01:00:00+01:00") == 4102444800.0
     naive = datetime(2100, 1, 1, 0, 0, 0).astimezone().timestamp()  # local time
     assert cli.parse_time("2100-01-01T00:00:00") == naive
+
+
+# ---------------------------------------------------------------------------
+# status: filters, order, FIELD, colour, --watch (issue 13)
+
+
+def peer_names_shown(out: str) -> list[str]:
+    """The first cell of each table row (the lines after the table's header)."""
+    lines = out.splitlines()
+    head = next(i for i, ln in enumerate(lines) if ln.split()[:2] == ["peer", "mode"])
+    return [ln.split()[0] for ln in lines[head + 1:] if ln.startswith("  ")
+            and not ln.startswith("   ") and not ln.startswith("  *")]
+
+
+def test_status_filters_sort_and_top(
+    daemon: FakeDaemon, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, _ = run(capsys, "status", "wg0", "--sort", "name")
+    assert code == 0 and peer_names_shown(out) == ["alice", "bob", ANON[:8]]
+    assert peer_names_shown(run(capsys, "status", "wg0", "--sort", "cpu")[1]) == [
+        "bob", "alice", ANON[:8]]
+    assert peer_names_shown(run(capsys, "status", "wg0", "--sort", "mode")[1]) == [
+        "alice", ANON[:8], "bob"]  # inline first, each by load
+    code, out, _ = run(capsys, "status", "wg0", "--mode", "inline")
+    assert peer_names_shown(out) == ["alice", ANON[:8]]
+    code, out, _ = run(capsys, "status", "wg0", "--top", "1")
+    assert peer_names_shown(out) == ["bob"] and "2 more not shown" in out
+    code, out, _ = run(capsys, "status", "--peer", "car*")
+    assert peer_names_shown(out.split("interface: wg1")[1]) == ["carla"]
+    assert "(no peer matches)" in out.split("interface: wg1")[0]
+    code, out, _ = run(capsys, "status", "wg0", "--peer", ALICE[:6] + "*")  # a key glob
+    assert peer_names_shown(out) == ["alice"]
+    code, out, _ = run(capsys, "--mode", "vanilla")  # plain wghybrid takes them too
+    assert peer_names_shown(out.split("interface: wg1")[0]) == ["bob"]
+    code, out, _ = run(capsys, "status", "wg0", "--json", "--mode", "vanilla")
+    assert [p["name"] for p in json.loads(out)["interfaces"][0]["peers"]] == ["bob"]
+
+
+def test_status_is_80_columns_with_pins_and_long_names(
+    daemon: FakeDaemon, capsys: pytest.CaptureFixture[str]
+) -> None:
+    wg1 = daemon.status["interfaces"][1]
+    ov = {"interface": "wg1", "public_key": CAROL, "mode": "vanilla", "core": 3,
+          "expires": time.time() + 7200, "reason": "x" * 300, "created": time.time()}
+    wg1["peers"][0].update(pinned=True, mode="vanilla", override=ov, cpu=123.456, core=123,
+                           unmanaged="y" * 200, rx_bps=9.99e14, time_in_mode=9e6)
+    wg1["peers"].append(peer("wg1", key(9), "z" * 64, mode="vanilla", pinned=True,
+                             override=ov))
+    for argv in ([], ["status", "wg1"], ["status", "--sort", "name"]):
+        code, out, _ = run(capsys, *argv)
+        assert code == 0
+        lines = out.splitlines()
+        assert all(len(ln) <= 80 for ln in lines), max(lines, key=len)
+        rows = [ln for ln in lines if "vanilla*" in ln]
+        assert len(rows) == (2 if "wg1" in argv else 3)  # bob, the long name, the z's
+        assert any(ln.startswith("  a-very-long") and "…" in ln for ln in rows)
+        assert any(ln.startswith("  zzzz") and "…" in ln for ln in rows)
+    code, out, _ = run(capsys, "status", "wg1", "--width", "120")
+    assert LONG_NAME in out and max(len(ln) for ln in out.splitlines()) <= 120
+
+
+def test_status_field_is_tab_separated_like_wg_show(
+    daemon: FakeDaemon, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, _ = run(capsys, "status", "wg0", "modes")
+    assert (code, out) == (0, f"{ALICE}\tinline\n{BOB}\tvanilla\n{ANON}\tinline\n")
+    assert run(capsys, "status", "wg0", "peers")[1] == f"{ALICE}\n{BOB}\n{ANON}\n"
+    assert run(capsys, "status", "wg0", "names")[1].splitlines()[2] == f"{ANON}\t"
+    assert run(capsys, "status", "wg0", "cores")[1].splitlines()[1] == f"{BOB}\t-1"
+    assert run(capsys, "status", "wg0", "rates")[1].splitlines()[1] == (
+        f"{BOB}\t23500000000\t11000000000")
+    assert run(capsys, "status", "wg0", "cpu")[1].splitlines()[0] == f"{ALICE}\t0.420"
+    assert run(capsys, "status", "wg0", "control")[1].splitlines()[1] == f"{BOB}\tpinned"
+    assert run(capsys, "status", "all", "pool")[1] == "wg0\t0-1\nwg1\t\n"
+    code, out, _ = run(capsys, "status", "all", "modes")
+    assert out.splitlines()[-1] == f"wg1\t{CARLA}\tinline"
+    code, out, _ = run(capsys, "status", "wg0", "modes", "--mode", "vanilla")
+    assert out == f"{BOB}\tvanilla\n"
+    code, out, _ = run(capsys, "status", "wg0", "peers", "--sort", "load")
+    assert out.split() == [BOB, ALICE, ANON]
+    assert run(capsys, "status", "wg9", "modes") == (
+        1, "", "wghybrid: wg9 is not an interface the daemon manages\n")
+
+
+def test_status_bad_arguments_are_usage_errors(
+    daemon: FakeDaemon, capsys: pytest.CaptureFixture[str]
+) -> None:
+    err = usage_error(capsys, "status", "wg0", "transfers")
+    assert "unknown field 'transfers'; the fields are: peers, names, modes" in err
+    assert err.count("\n") >= 2 and err.startswith("usage: wghybrid status")
+    assert "invalid choice: 'load2'" in usage_error(capsys, "status", "--sort", "load2")
+    assert "invalid choice: 'both'" in usage_error(capsys, "status", "--mode", "both")
+    assert "bad number '0'" in usage_error(capsys, "status", "--top", "0")
+    assert "bad number 'x'" in usage_error(capsys, "--top", "x")
+    assert "bad width '20'" in usage_error(capsys, "status", "--width", "20")
+    assert "bad number of seconds '-1'" in usage_error(capsys, "status", "--watch", "-1")
+    assert "--json takes one snapshot" in usage_error(capsys, "status", "--watch", "--json")
+    assert "not a FIELD" in usage_error(capsys, "status", "wg0", "modes", "--watch")
+    assert "FIELD is tab-separated" in usage_error(capsys, "status", "wg0", "modes", "--json")
+    assert "invalid choice: 'yes'" in usage_error(capsys, "--color", "yes")
+    assert daemon.requests == []  # refused before asking the daemon anything
+
+
+def test_colour_mode_as_wg_color_mode(daemon: FakeDaemon, capsys: pytest.CaptureFixture[str],
+                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("WG_COLOR_MODE", raising=False)
+    assert "\x1b[" not in run(capsys, "status")[1]  # captured: not a terminal
+    assert "\x1b[32m" in run(capsys, "status", "--color", "always")[1]
+    assert "\x1b[" in run(capsys, "--color", "always", "policy", "show")[1]
+    monkeypatch.setenv("WG_COLOR_MODE", "always")
+    assert "\x1b[32m" in run(capsys, "status")[1]
+    assert "\x1b[" not in run(capsys, "status", "--color", "never")[1]  # the flag wins
+    assert "\x1b[" not in run(capsys, "status", "wg0", "modes")[1]  # a FIELD: never
+    monkeypatch.setenv("WG_COLOR_MODE", "bogus")  # anything else: auto
+    assert "\x1b[" not in run(capsys, "status")[1]
+    monkeypatch.setenv("NO_COLOR", "1")
+    monkeypatch.setenv("WG_COLOR_MODE", "always")  # asked for explicitly: NO_COLOR is auto's
+    assert "\x1b[" in run(capsys, "status")[1]
+
+
+def _through_pty(argv: list[str], env: dict[str, str], enough: Any) -> tuple[int, bytes, bytes]:
+    """Run the CLI on a terminal; once `enough(screen)`, SIGINT it, as Ctrl-C does."""
+    master, slave = pty.openpty()
+    proc = subprocess.Popen([sys.executable, "-m", "wghybrid", *argv], stdin=slave,
+                            stdout=slave, stderr=subprocess.PIPE, env=env)
+    os.close(slave)
+    seen = b""
+    deadline = time.monotonic() + 30
+    try:
+        while not enough(seen) and time.monotonic() < deadline:
+            try:
+                data = os.read(master, 65536)
+            except OSError:  # EIO: the child closed the terminal
+                break
+            if not data:
+                break
+            seen += data
+        proc.send_signal(signal.SIGINT)
+        code = proc.wait(30)
+    finally:
+        os.close(master)
+        if proc.poll() is None:
+            proc.kill()
+    err = proc.stderr.read() if proc.stderr else b""
+    if proc.stderr:
+        proc.stderr.close()
+    return code, seen, err
+
+
+def test_watch_refreshes_the_screen_and_ends_cleanly_on_ctrl_c(daemon: FakeDaemon) -> None:
+    env = {k: v for k, v in os.environ.items() if k not in ("NO_COLOR", "WG_COLOR_MODE")}
+    clear = b"\x1b[H\x1b[2J"
+    code, screen, err = _through_pty(["status", "--watch", "0.1"], env,
+                                     lambda seen: seen.count(clear) >= 3)
+    assert (code, err) == (0, b"")  # no traceback, status 0
+    frames = screen.split(clear)[1:]
+    assert len(frames) >= 3
+    plain = [re.sub(rb"\x1b\[[0-9;]*m", b"", f) for f in frames]
+    assert all(b"every 0.1 s" in f and b"interface: wg0" in f for f in plain[:2]), frames
+    assert b"\x1b[32m" in frames[0]  # a terminal: colour
+    assert len([r for r in daemon.requests if r[1] == "/v1/status"]) >= 3
+
+
+def test_watch_keeps_going_when_the_daemon_goes_away(
+    daemon: FakeDaemon, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    frames = []
+
+    def sleep(seconds: float) -> None:
+        frames.append(seconds)
+        if len(frames) == 1:
+            daemon.broken = True
+        elif len(frames) == 3:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli.time, "sleep", sleep)
+    code, out, err = run(capsys, "status", "--watch", "5")
+    assert (code, err) == (0, "") and frames == [5.0, 5.0, 5.0]
+    shown = out.split("every 5 s, ")
+    assert len(shown) == 4 and "interface: wg0" in shown[1]
+    assert "wghybrid: GET /v1/status: HTTP 500 Internal Server Error" in shown[2]
+    daemon.broken = True
+    assert run(capsys, "status", "--watch")[0] == 1  # at once: nothing to watch
+
+
+def test_status_transfer_is_the_byte_counters_of_metrics(
+    daemon: FakeDaemon, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, _ = run(capsys, "status", "wg0", "transfer")
+    assert (code, out) == (0, f"{ALICE}\t1234\t42\n{BOB}\t950000000000\t0\n{ANON}\t0\t0\n")
+    code, out, _ = run(capsys, "status", "all", "transfer")
+    assert out.splitlines()[3:] == [f"wg1\t{CAROL}\t0\t0", f"wg1\t{CARLA}\t0\t0"]
+    daemon.metrics = "wghybrid_ticks_total 12\n"  # above per_peer_max: no per-peer series
+    code, out, err = run(capsys, "status", "wg0", "transfer")
+    assert (code, out) == (1, "")
+    assert err.startswith("wghybrid: no per-peer byte counters in /metrics: ")
+    assert "and it has 5 (" in err and err.count("\n") == 1
+
+
+def test_parse_transfer_reads_the_daemons_format() -> None:
+    text = (f'wghybrid_peer_receive_bytes_total{{interface="wg0",public_key="{ALICE}"}} 5\n'
+            f'wghybrid_peer_transmit_bytes_total{{interface="wg0",public_key="{ALICE}"}} 6\n'
+            f'wghybrid_peer_receive_bytes_total{{interface="wg0",public_key="{BOB}"}} nan\n'
+            f'wghybrid_peer_info{{interface="wg0",public_key="{BOB}"}} 1\n')
+    assert cli.parse_transfer(text) == {("wg0", ALICE): (5, 6)}

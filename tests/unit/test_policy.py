@@ -17,7 +17,7 @@ from hypothesis import HealthCheck, given, reject, settings
 from hypothesis import strategies as st
 
 from wghybrid.model import encode_key
-from wghybrid.policy import Classify, Metrics, NapiPolicy, Placement, Policy
+from wghybrid.policy import Classify, Metrics, NameImport, NapiPolicy, Placement, Policy
 from wghybrid.policy.load import (
     PolicyError,
     _dotted,
@@ -235,10 +235,13 @@ def key_comments(path: Path) -> dict[str, str]:
 
 ALL_KEYS = (
     {f.name for f in dataclasses.fields(Policy)}
-    - {"classify", "placement", "metrics", "names", "source"}
+    - {"classify", "placement", "metrics", "name_import", "names", "source", "file_names",
+       "name_origin", "name_warnings"}
 ) | {f"classify.{f.name}" for f in dataclasses.fields(Classify)} | {
     f"placement.{f.name}" for f in dataclasses.fields(Placement)
-} | {f"metrics.{f.name}" for f in dataclasses.fields(Metrics)}
+} | {f"metrics.{f.name}" for f in dataclasses.fields(Metrics)} | {
+    f"name_import.{f.name}" for f in dataclasses.fields(NameImport)
+}
 
 
 def test_policies_directory_holds_default_and_another_goal() -> None:
@@ -274,6 +277,7 @@ def test_default_file_states_the_built_in_defaults() -> None:
     assert policy.classify == built_in.classify
     assert policy.placement == built_in.placement
     assert policy.metrics == built_in.metrics
+    assert policy.name_import == built_in.name_import
     for f in ("interval", "smoothing", "cores", "interfaces", "restore_on_stop", "names"):
         assert getattr(policy, f) == getattr(built_in, f)
 

@@ -106,17 +106,21 @@ def _columns(line: str) -> list[int]:
 
 
 def test_long_names_keep_the_columns_aligned() -> None:
-    long = "x" * 80
-    doc = status([peer("a"), peer(long, rx_bps=9.99e11), peer("mid-length-name")])
+    long = "x" * 40 + "y" * 40
+    doc = status([peer("a"), peer(long, rx_bps=9.99e11, pinned=True, mode="vanilla"),
+                  peer("mid-length-name")])
     for paint in (_render.Palette(False), _render.Palette(True)):
         text = ANSI.sub("", _render.render_status(doc, paint, now=0))
-        table = text.split("\n\n")[-1].splitlines()
+        table = text.split("\n\n")[-1].splitlines()[:-1]  # the legend last
         assert table[0].split()[:2] == ["peer", "mode"]
-        starts = [_columns(line) for line in table]
-        assert all(s == starts[0] for s in starts), table
-        assert len(starts[0]) == 8
-        shown = "x" * (_render.NAME_WIDTH - 1) + "…"
-        assert shown in table[2] and long not in text
+        modes = {line.index(" inline" if "inline" in line else " vanilla") for line in table[1:]}
+        assert len(modes) == 1 and table[0].index(" mode") == modes.pop(), table
+        cpu_end = {line.index("0.50") + 4 for line in table[1:]}  # right-aligned
+        assert cpu_end == {table[0].index("cpu") + 3}
+        assert all(len(line) <= _render.WIDTH for line in text.splitlines())
+        shown = next(line.split()[0] for line in table if line.startswith("  x"))
+        assert shown.startswith("x" * 5) and shown.endswith("y" * 5) and "…" in shown
+        assert long not in text and table[1].split()[0] == shown  # by load: first
 
 
 def test_names_cannot_carry_terminal_control_sequences() -> None:

@@ -86,15 +86,18 @@ def reference_status(
 
 
 def reference_fragments(snapshot: tuple[InterfaceStatus, ...],
-                        live: dict[tuple[str, bytes], Override]) -> str:
-    """api.Fragments.interfaces_json as it was: json.dumps of one dict per peer."""
+                        live: dict[tuple[str, bytes], Override],
+                        summaries: list[dict[str, Any]]) -> str:
+    """api.Fragments.interfaces_json as it was: json.dumps of one dict per peer (the
+    interfaces' summaries, tests/unit/test_status_view.py's, given)."""
     out = []
-    for i in snapshot:
+    for i, summary in zip(snapshot, summaries, strict=True):
         head = json.dumps({"name": i.name, "cores": _cpulist(i.cores),
                            "crypt_cores": _cpulist(i.crypt_cores),
                            "inline_cores": _cpulist(i.inline_cores),
                            "threaded_napi": i.threaded_napi,
-                           "unsupported": list(i.unsupported)}, allow_nan=False)[:-1]
+                           "unsupported": list(i.unsupported),
+                           "summary": summary}, allow_nan=False)[:-1]
         peers = ", ".join(
             _peer_tail(json.dumps(_peer_fields(p), allow_nan=False)[:-1],
                        live.get((p.interface, p.public_key)))
@@ -226,8 +229,10 @@ def test_columns_equal_the_per_peer_status(w: dict[str, Any]) -> None:
     )
     live = {(o.interface, o.public_key): o for o in w["overrides"] if o.active(w["wall_now"])}
     for lv in ({}, live):
-        assert Fragments.build(1, got).interfaces_json(lv) == reference_fragments(ref, lv)
-        assert Fragments.build(1, ref).interfaces_json(lv) == reference_fragments(ref, lv)
+        assert Fragments.build(1, got).interfaces_json(lv) == reference_fragments(
+            ref, lv, [columns(i).summary_json() for i in got])
+        assert Fragments.build(1, ref).interfaces_json(lv) == reference_fragments(
+            ref, lv, [columns(i).summary_json() for i in ref])
     assert peer_metric_samples(got) == reference_peer_metrics(ref)
     wanted = [(p.interface, p.public_key) for i in ref for p in i.peers]
     wanted += [(o.interface, o.public_key) for o in w["overrides"]]

@@ -637,4 +637,31 @@ class Controller:
         if sample is None or rates is None or st is None:
             return ()
         return build_status(sample, rates, st.classes.pclass, st.mode_since, self._policy,
-                            self._unmanaged, self._unsupported, overrides, wall_now)
+                            self._unmanaged, self._unsupported, overrides, wall_now,
+                            demand=None if st.demand is None else st.demand.gbps)
+
+    # -- read-only views (explain, issue 13) -------------------------------------------
+    def peer_view(self, interface: str, public_key: bytes) -> dict[str, float] | None:
+        """What the controller holds for one peer as of the last tick, read-only (for
+        `wghybrid explain`); None when the last sample has no such peer. Times are on the
+        sample's clock (`sample.now`); nan where there is none. Keys: `row` (in the last
+        sample, `decision` and its demand), `changed_at` (the dwell runs from it),
+        `want_mode` and `want_since` (nan: it wants no change), `moved_at` (its core's last
+        change), `key_at_change` and `key` (demand class * 2 + CPU-bound: it changes back
+        only once they differ; 255: not changed by the controller), `bound` (1: the
+        gateway is CPU-bound), `valid` (1: measured by the last tick)."""
+        (row,) = self._rows_of([(interface, public_key)])
+        st, fast = self._peers, self._fast
+        if row < 0 or st is None or fast is None or row >= st.changed_at.shape[0]:
+            return None
+        return {
+            "row": float(row),
+            "changed_at": float(st.changed_at[row]),
+            "want_mode": float(st.want_mode[row]),
+            "want_since": float(st.want_since[row]),
+            "moved_at": float(st.moved_at[row]),
+            "key_at_change": float(st.key_at_change[row]),
+            "key": float(int(st.classes.pclass[row]) * 2 + int(self._bound)),
+            "bound": float(self._bound),
+            "valid": float(bool(fast.valid[row])),
+        }

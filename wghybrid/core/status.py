@@ -13,12 +13,17 @@ snapshot, on first use, and kept.
 Front ends read the columns directly (`columns(interface_status)`; a snapshot built by
 hand from `PeerStatus` tuples is turned into columns once): the HTTP API's JSON, the
 metrics and the daemon's STATUS= line never go through per-peer objects.
+
+Each interface's columns also carry its `InterfaceSummary` (totals: delivered, estimated
+demand, CPU and peers by mode, drops, and per managed core its busy fraction and inline
+tunnels), a handful of numpy reductions per tick, for `wghybrid status`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
-from typing import overload
+from dataclasses import dataclass
+from typing import Any, overload
 
 import numpy as np
 
@@ -65,6 +70,125 @@ def _raw_keys(key: Keys) -> list[bytes]:
     return list(np.ascontiguousarray(key_bytes(key)).view(f"V{KEY_LEN}").ravel().tolist())
 
 
+@dataclass(frozen=True, slots=True)
+class CoreLoad:
+    core: int
+    busy: float | None
+    """Fraction of the core busy (0..1, smoothed, the whole gateway's work on it); None
+    until two readings."""
+    inline: int
+    """Inline tunnels of this interface on the core."""
+    pool: bool
+    """The core is in this interface's vanilla pool (crypt workers)."""
+
+
+@dataclass(frozen=True, slots=True)
+class InterfaceSummary:
+    """One interface's totals in one snapshot (GET /v1/status: Interface.summary)."""
+
+    rx_bps: float
+    tx_bps: float
+    demand_bps: float | None
+    """The controller's estimated demand (rx + tx, bits/s), summed; None when unknown
+    (before the first estimate, or a snapshot made without one)."""
+    cpu_inline: float
+    cpu_vanilla: float
+    """CPU used by the tunnels of each mode, in cores."""
+    peers_inline: int
+    peers_vanilla: int
+    drop_pps: float
+    """Packets dropped per second (smoothed), all tunnels."""
+    drops: int
+    """Packets dropped since the data plane's counters started (cumulative)."""
+    cores: tuple[CoreLoad, ...]
+    """Per managed core, in core order."""
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "rx_bps": _finite(self.rx_bps),
+            "tx_bps": _finite(self.tx_bps),
+            "demand_bps": None if self.demand_bps is None else _finite(self.demand_bps),
+            "cpu": {"inline": _finite(self.cpu_inline), "vanilla": _finite(self.cpu_vanilla)},
+            "peers": {"inline": self.peers_inline, "vanilla": self.peers_vanilla},
+            "drop_pps": _finite(self.drop_pps),
+            "drops": self.drops,
+            "cores": [
+                {"core": c.core, "busy": None if c.busy is None else _finite(c.busy),
+                 "inline": c.inline, "pool": c.pool}
+                for c in self.cores
+            ],
+        }
+
+
+def _finite(x: float) -> float:
+    return float(x) if np.isfinite(x) else 0.0
+
+
+def summarise(
+    mode: U8,
+    rx_bps: F64,
+    tx_bps: F64,
+    cpu: F64,
+    core: I32,
+    *,
+    managed: Sequence[int] = (),
+    pool: frozenset[int] = frozenset(),
+    core_busy: F64 | None = None,
+    demand: F64 | None = None,
+    drop_pps: F64 | None = None,
+    drops: U64 | None = None,
+) -> InterfaceSummary:
+    """An interface's summary from its columns (vectorised: a few reductions)."""
+    with np.errstate(over="ignore", invalid="ignore"):  # absurd rates sum to inf: shown 0
+        return _summarise(mode, rx_bps, tx_bps, cpu, core, managed, pool, core_busy, demand,
+                          drop_pps, drops)
+
+
+def _total(x: np.ndarray) -> float:
+    """Sum of the finite values (one pass when all are, as nearly always)."""
+    total = float(np.sum(x))
+    return total if np.isfinite(total) else float(np.sum(x, where=np.isfinite(x)))
+
+
+def _summarise(
+    mode: U8, rx_bps: F64, tx_bps: F64, cpu: F64, core: I32, managed: Sequence[int],
+    pool: frozenset[int], core_busy: F64 | None, demand: F64 | None, drop_pps: F64 | None,
+    drops: U64 | None,
+) -> InterfaceSummary:
+    n = int(mode.shape[0])
+    inline = mode == Mode.INLINE
+    n_inline = int(np.count_nonzero(inline))
+    by_mode = np.bincount(inline.view(np.uint8), weights=cpu, minlength=2) if n else np.zeros(2)
+    if not np.all(np.isfinite(by_mode)):
+        ok = np.isfinite(cpu)
+        by_mode = np.bincount(inline[ok].view(np.uint8), weights=cpu[ok], minlength=2)
+    top = max(managed, default=-1) + 1
+    # Inline tunnels per managed core: row -> core + 1 when inline on a core counted
+    # (0: not inline, no core, or a core beyond the managed ones: never a huge bincount).
+    c64 = np.asarray(core, np.int64)
+    slot = np.where(inline & (c64 >= 0) & (c64 < top), c64 + 1, 0)
+    per_core = np.bincount(slot, minlength=top + 1)[1:].tolist()
+    busy = core_busy if core_busy is not None else np.zeros(0)
+    nb = int(busy.shape[0])
+    return InterfaceSummary(
+        rx_bps=_total(rx_bps),
+        tx_bps=_total(tx_bps),
+        demand_bps=None if demand is None or demand.shape != mode.shape
+        else _total(demand) * 1e9,
+        cpu_inline=float(by_mode[1]),
+        cpu_vanilla=float(by_mode[0]),
+        peers_inline=n_inline,
+        peers_vanilla=n - n_inline,
+        drop_pps=0.0 if drop_pps is None else _total(drop_pps),
+        drops=0 if drops is None else int(np.sum(drops, dtype=np.uint64)),
+        cores=tuple(
+            CoreLoad(c, float(busy[c]) if c < nb else None,
+                     int(per_core[c]) if c < len(per_core) else 0, c in pool)
+            for c in sorted(managed)
+        ),
+    )
+
+
 class PeerColumns(Sequence[PeerStatus]):
     """The peers of one interface in one status snapshot, a column per field.
 
@@ -75,7 +199,7 @@ class PeerColumns(Sequence[PeerStatus]):
         "interface", "key", "mode", "pclass", "pinned", "rx_bps", "tx_bps", "cpu", "core",
         "time_in_mode", "pin", "overrides", "unmanaged", "reasons", "_names", "_name_list",
         "_raw", "_b64", "_objects", "rx_bytes", "tx_bytes", "rx_cpu_ns", "tx_cpu_ns", "drops",
-        "epoch",
+        "epoch", "_summary",
     )
 
     def __init__(
@@ -98,6 +222,7 @@ class PeerColumns(Sequence[PeerStatus]):
         names: Mapping[bytes, str] | None = None,
         name_list: list[str] | None = None,
         counters: tuple[U64, U64, U64, U64, U64, U64] | None = None,
+        summary: InterfaceSummary | None = None,
     ) -> None:
         n = int(key.shape[0])
         self.interface = interface
@@ -128,6 +253,18 @@ class PeerColumns(Sequence[PeerStatus]):
         # `epoch` changes when they restart from zero.
         (self.rx_bytes, self.tx_bytes, self.rx_cpu_ns, self.tx_cpu_ns, self.drops,
          self.epoch) = counters
+        self._summary = summary
+
+    @property
+    def summary(self) -> InterfaceSummary:
+        """The interface's totals (made from the columns when the snapshot has none)."""
+        if self._summary is None:
+            self._summary = summarise(self.mode, self.rx_bps, self.tx_bps, self.cpu, self.core,
+                                      drops=self.drops)
+        return self._summary
+
+    def summary_json(self) -> dict[str, Any]:
+        return self.summary.to_json()
 
     @staticmethod
     def from_peers(interface: str, peers: Sequence[PeerStatus]) -> PeerColumns:
@@ -256,7 +393,10 @@ def columns(status: InterfaceStatus) -> PeerColumns:
     peers = status.peers
     if isinstance(peers, PeerColumns):
         return peers
-    return PeerColumns.from_peers(status.name, peers)
+    cols = PeerColumns.from_peers(status.name, peers)
+    cols._summary = summarise(cols.mode, cols.rx_bps, cols.tx_bps, cols.cpu, cols.core,
+                              managed=sorted(status.cores), pool=status.crypt_cores)
+    return cols
 
 
 def counts(snapshot: Sequence[InterfaceStatus]) -> tuple[int, int, int, int]:
@@ -346,10 +486,12 @@ def build_status(
     unsupported: Mapping[tuple[str, str], str],
     overrides: Sequence[Override],
     wall_now: float,
+    demand: F64 | None = None,
 ) -> tuple[InterfaceStatus, ...]:
     """What the controller sees and decided, per interface: the snapshot the daemon
-    publishes after each tick. `rates`, `pclass` and `mode_since` are aligned row for row
-    with `sample.peers`; nothing here loops over peers in Python."""
+    publishes after each tick. `rates`, `pclass`, `mode_since` and `demand` (estimated
+    Gbps, rx + tx; None: unknown) are aligned row for row with `sample.peers`; nothing
+    here loops over peers in Python."""
     peers = sample.peers
     ifnames = tuple(dev.name for dev in sample.interfaces)
     pins = {(o.interface, o.public_key): o for o in overrides if o.active(wall_now)}
@@ -367,6 +509,10 @@ def build_status(
     reasons = tuple(why for _, why in marks)
     why = _marks(ifnames, look, peers.key, [m for m, _ in marks]) if marks else None
     time_in_mode = sample.now - np.asarray(mode_since, dtype=np.float64)
+    managed = sorted(cores)
+    drop_pps = rates.drop_pps if rates.drop_pps.shape == (n,) else None
+    if demand is not None and np.shape(demand) != (n,):
+        demand = None
 
     if k == 1 and n and not np.any(iface):
         groups: list[np.ndarray | slice] = [slice(None)]
@@ -404,6 +550,12 @@ def build_status(
                       _u64(peers.drops, rows), _u64(peers.epoch, rows)),
         )
         inline = core[(mode == Mode.INLINE) & (core >= 0)]
+        cols._summary = summarise(
+            mode, cols.rx_bps, cols.tx_bps, cols.cpu, core, managed=managed,
+            pool=dev.crypt_cores, core_busy=rates.core_busy,
+            demand=None if demand is None else np.asarray(demand[rows], dtype=np.float64),
+            drop_pps=None if drop_pps is None else drop_pps[rows], drops=cols.drops,
+        )
         out.append(InterfaceStatus(
             name=dev.name,
             cores=cores,

@@ -73,6 +73,17 @@ class Metrics:
 
 
 @dataclass(frozen=True, slots=True)
+class NameImport:
+    """Where friendly names are imported from, besides the policy's `[names]` (which wins
+    over them; then networkd wins over wg-quick). An empty tuple turns a source off."""
+
+    wg_quick: tuple[str, ...] = ("/etc/wireguard",)
+    """Directories of wg-quick configs (*.conf): `# Name = ...` comments of [Peer]s."""
+    networkd: tuple[str, ...] = ("/etc/systemd/network",)
+    """Directories of systemd-networkd *.netdev files: the same in [WireGuardPeer]s."""
+
+
+@dataclass(frozen=True, slots=True)
 class Policy:
     name: str = "default"
     description: str = ""
@@ -89,7 +100,17 @@ class Policy:
     classify: Classify = field(default_factory=Classify)
     placement: Placement = field(default_factory=Placement)
     metrics: Metrics = field(default_factory=Metrics)
+    name_import: NameImport = field(default_factory=NameImport)
     names: dict[bytes, str] = field(default_factory=dict)
-    """Friendly peer names, by raw public key."""
+    """Friendly peer names, by raw public key: the policy file's `[names]`, and those
+    imported (`name_origin`) or added by the data plane (the simulator's tunnel names)."""
     source: str = "<built-in>"
     """The file it was loaded from."""
+    # Where the names came from (not part of what the policy is: left out of ==).
+    file_names: frozenset[bytes] | None = field(default=None, compare=False)
+    """The keys of `names` that the policy file's `[names]` holds (None: every key not in
+    `name_origin`). Set by `load_policy`, so that names added later are told apart."""
+    name_origin: dict[bytes, str] = field(default_factory=dict, compare=False)
+    """For each imported name, where it came from ("wg-quick /etc/wireguard/wg0.conf:12")."""
+    name_warnings: tuple[str, ...] = field(default=(), compare=False)
+    """What went wrong importing names (file and line); the policy is in force anyway."""

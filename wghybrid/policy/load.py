@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import difflib
+import logging
 import math
 import os
 import re
@@ -16,7 +18,8 @@ from typing import Any
 
 from wghybrid._files import read_regular
 from wghybrid.model import BadKeyError, decode_key, encode_key, format_cores, parse_cores
-from wghybrid.policy import Classify, Metrics, NapiPolicy, Placement, Policy
+from wghybrid.policy import Classify, Metrics, NameImport, NapiPolicy, Placement, Policy
+from wghybrid.policy.names import import_names as read_names
 
 # ---------------------------------------------------------------------------
 # The loader: TOML text -> a fully validated Policy, or one PolicyError.
@@ -27,6 +30,7 @@ from wghybrid.policy import Classify, Metrics, NapiPolicy, Placement, Policy
 #   [placement]  the Placement fields (threaded_napi = "auto" | "on" | "off",
 #                nic_steering = true | false)
 #   [metrics]    the Metrics fields (per_peer_max)
+#   [name_import] wg_quick, networkd: directories to import names from (policy/names.py)
 #   [names]      "<base64 public key>" = "friendly name"
 #
 # Every key is checked by a declarative table (`_TOP`, `_CLASSIFY`, `_PLACEMENT`,
@@ -45,6 +49,9 @@ MAX_POLICY_BYTES = 8 << 20
 about 6 MiB)."""
 MAX_INTERFACES = 4096
 MAX_NAMES = 200_000
+MAX_IMPORT_DIRS = 16
+
+log = logging.getLogger("wghybrid.policy")
 
 
 class PolicyError(ValueError):
@@ -292,6 +299,27 @@ class _Interfaces:
         return frozenset(seen)
 
 
+@dataclass(frozen=True, slots=True)
+class _Dirs:
+    """An array of absolute directory paths (empty: the source is off)."""
+
+    def __call__(self, key: str, value: object) -> tuple[str, ...]:
+        if not isinstance(value, list):
+            raise _Invalid(key, f"expected an array of directories, got {_type_name(value)}")
+        if len(value) > MAX_IMPORT_DIRS:
+            raise _Invalid(key, f"{len(value)} directories, more than {MAX_IMPORT_DIRS}")
+        out: list[str] = []
+        for i, item in enumerate(value):
+            if not isinstance(item, str):
+                raise _Invalid(key, f"item {i + 1}: expected a string, got {_type_name(item)}")
+            if not item.startswith("/") or "\0" in item or len(item) > 4096:
+                raise _Invalid(key, f"item {i + 1}: {_short(item)} is not an absolute path")
+            if item in out:
+                raise _Invalid(key, f"{_short(item)} is listed twice")
+            out.append(item)
+        return tuple(out)
+
+
 _Check = Callable[[str, object], object]
 
 _TOP: dict[str, _Check] = {
@@ -327,13 +355,21 @@ _PLACEMENT: dict[str, _Check] = {
 _METRICS: dict[str, _Check] = {
     "per_peer_max": _Number(0, 10_000_000, integer=True, unit="peers"),
 }
+_NAME_IMPORT: dict[str, _Check] = {
+    "wg_quick": _Dirs(),
+    "networkd": _Dirs(),
+}
 _SECTIONS: dict[str, dict[str, _Check]] = {
     "classify": _CLASSIFY, "placement": _PLACEMENT, "metrics": _METRICS,
+    "name_import": _NAME_IMPORT,
 }
-_TABLES = ("classify", "placement", "metrics", "names")
+_TABLES = ("classify", "placement", "metrics", "name_import", "names")
+_NOT_IN_FILE = {"source", "file_names", "name_origin", "name_warnings"}
+"""Policy fields that are not keys of the file (where it and its names came from)."""
 
 # The tables above must name exactly the dataclasses' fields (checked at import).
-assert set(_TOP) | set(_TABLES) == {f.name for f in fields(Policy)} - {"source"}
+assert set(_TOP) | set(_TABLES) == {f.name for f in fields(Policy)} - _NOT_IN_FILE
+assert set(_NAME_IMPORT) == {f.name for f in fields(NameImport)}
 assert set(_CLASSIFY) == {f.name for f in fields(Classify)}
 assert set(_PLACEMENT) == {f.name for f in fields(Placement)}
 assert set(_METRICS) == {f.name for f in fields(Metrics)}
@@ -464,7 +500,9 @@ def _online(online_cores: int | None) -> int:
 
 def _build(data: Mapping[str, Any], source: str, online: int) -> Policy:
     values: dict[str, Any] = {}
-    sections: dict[str, dict[str, Any]] = {"classify": {}, "placement": {}, "metrics": {}}
+    sections: dict[str, dict[str, Any]] = {
+        "classify": {}, "placement": {}, "metrics": {}, "name_import": {},
+    }
     names: dict[bytes, str] = {}
     explicit: set[str] = set()
     for key, value in data.items():
@@ -485,6 +523,7 @@ def _build(data: Mapping[str, Any], source: str, online: int) -> Policy:
     values["classify"] = Classify(**sections["classify"])
     values["placement"] = Placement(**sections["placement"])
     values["metrics"] = Metrics(**sections["metrics"])
+    values["name_import"] = NameImport(**sections["name_import"])
     _check_machine(values, online, explicit)
     return Policy(**values, names=names, source=source)
 
@@ -517,12 +556,43 @@ def _toml(text: str, source: str) -> dict[str, Any]:
         raise PolicyError(source, "", "invalid TOML: nested too deeply") from None
 
 
-def load_policy(path: str | os.PathLike[str], online_cores: int | None = None) -> Policy:
+def load_policy(
+    path: str | os.PathLike[str],
+    online_cores: int | None = None,
+    import_names: bool = True,
+    log_warnings: bool = True,
+) -> Policy:
     """Load and validate a policy file; raises PolicyError (never half a policy).
 
     `online_cores` is the number of cores the policy's `cores` must exist among; None
     means this machine's (os.cpu_count()). The simulated gateway passes its own.
+    With `import_names`, the names of `[name_import]`'s directories complete `[names]`
+    (`with_imported_names`); each problem with them is a warning, logged unless
+    `log_warnings` is false, and kept in `Policy.name_warnings`.
     """
+    policy = _load_file(path, online_cores)
+    if not import_names:
+        return dataclasses.replace(policy, file_names=frozenset(policy.names))
+    policy = with_imported_names(policy)
+    if log_warnings:
+        for warning in policy.name_warnings:
+            log.warning("names: %s", warning)
+    return policy
+
+
+def with_imported_names(policy: Policy) -> Policy:
+    """`policy` with the names of its `[name_import]` directories added (the file's
+    `[names]` wins, then networkd, then wg-quick); never raises for a bad config file."""
+    ni = policy.name_import
+    own = frozenset(policy.names)
+    if not ni.wg_quick and not ni.networkd:
+        return dataclasses.replace(policy, file_names=own)
+    names, origin, warnings = read_names(policy.names, ni.wg_quick, ni.networkd, MAX_NAMES)
+    return dataclasses.replace(policy, names=names, name_origin=origin, file_names=own,
+                               name_warnings=tuple(warnings))
+
+
+def _load_file(path: str | os.PathLike[str], online_cores: int | None) -> Policy:
     source = os.fspath(path)
     try:
         raw = read_regular(source, MAX_POLICY_BYTES)
@@ -547,9 +617,18 @@ def policy_to_dict(policy: Policy) -> dict[str, Any]:
     """The policy as JSON-ready data in the file's layout (keys base64), plus `source`.
 
     Without `source`, the result is a valid policy document: `policy_from_dict` (or a
-    TOML writer and `parse_policy`) gives back an equal Policy.
+    TOML writer and `parse_policy`) gives back an equal Policy. The names that are not the
+    file's own (imported, or the data plane's) are not under `names` but under
+    `name_sources` ({key: {"name", "from"}}), and the problems met importing them under
+    `name_warnings`; both keys are there only when not empty.
     """
-    return {
+    file_keys = policy.file_names
+    own: dict[bytes, str] = {}
+    others: dict[bytes, str] = {}
+    for k, v in policy.names.items():
+        mine = k not in policy.name_origin if file_keys is None else k in file_keys
+        (own if mine else others)[k] = v
+    out = {
         "name": policy.name,
         "description": policy.description,
         "interval": float(policy.interval),
@@ -560,9 +639,24 @@ def policy_to_dict(policy: Policy) -> dict[str, Any]:
         "classify": {f.name: float(getattr(policy.classify, f.name)) for f in fields(Classify)},
         "placement": {f.name: _plain(getattr(policy.placement, f.name)) for f in fields(Placement)},
         "metrics": {f.name: getattr(policy.metrics, f.name) for f in fields(Metrics)},
-        "names": {encode_key(k): v for k, v in sorted(policy.names.items())},
+        "name_import": {f.name: list(getattr(policy.name_import, f.name))
+                        for f in fields(NameImport)},
+        "names": {encode_key(k): v for k, v in sorted(own.items())},
         "source": policy.source,
     }
+    if others:
+        out["name_sources"] = {
+            encode_key(k): {"name": v, "from": policy.name_origin.get(k, DATA_PLANE)}
+            for k, v in sorted(others.items(), key=lambda kv: kv[1])
+        }
+    if policy.name_warnings:
+        out["name_warnings"] = list(policy.name_warnings)
+    return out
+
+
+DATA_PLANE = "the data plane (the simulated gateway's tunnel names)"
+"""Where a name comes from that neither the policy file nor an import gave: the daemon
+adds the simulator's tunnel names to the policy's (which win over them)."""
 
 
 def _plain(value: object) -> object:
@@ -584,16 +678,19 @@ def describe_policy(policy: Policy, online_cores: int | None = None) -> str:
         f"interval {_fmt(policy.interval)} s, promote {_fmt(c.promote_gbps)} Gbps, "
         f"demote {_fmt(c.demote_gbps)} Gbps, dwell {_fmt(c.min_dwell)} s, "
         f"{len(policy.names)} name(s)"
+        + (f" ({len(policy.name_origin)} imported)" if policy.name_origin else "")
     )
 
 
 def validate_command(path: str, online_cores: int | None = None) -> tuple[int, str]:
     """`wghybrid validate FILE`: the daemon's own loader; (exit code, one-line message)."""
     try:
-        policy = load_policy(path, online_cores)
+        policy = load_policy(path, online_cores, log_warnings=False)
     except PolicyError as exc:
         return 1, str(exc)
-    return 0, f"{path}: OK: {describe_policy(policy, online_cores)}"
+    lines = [f"{path}: OK: {describe_policy(policy, online_cores)}"]
+    lines.extend(f"  warning: names: {w}" for w in policy.name_warnings)
+    return 0, "\n".join(lines)
 
 
 def shipped_policy_dir() -> Path:
