@@ -1,6 +1,6 @@
 """The proof: the hybrid controller against the best static setups and an oracle, per scenario.
 
-Runs the real controller (`wghybrid.loop.run_tick`, the code the daemon runs each tick)
+Runs the real controller (`wghybrid.daemon.tick.run_tick`, the code the daemon runs each tick)
 against the calibrated gateway model (`wghybrid.sim`) in simulated time. Every strategy
 runs the same scenario on its own `SimDataPlane`, on the cores the policy manages (default:
 all), pays the model's switch cost (`ModelParams.switch_cost_s`, traffic lost while a tunnel
@@ -94,7 +94,7 @@ from typing import Any
 import numpy as np
 
 from wghybrid.core.controller import Controller
-from wghybrid.loop import run_tick
+from wghybrid.daemon.tick import run_tick
 from wghybrid.model import (
     F64,
     I32,

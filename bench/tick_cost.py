@@ -37,11 +37,11 @@ from typing import Any
 
 import numpy as np
 
-from wghybrid.api import Fragments
-from wghybrid.daemon import Daemon
+from wghybrid.daemon.api.fragments import Fragments
+from wghybrid.daemon.service import Daemon
+from wghybrid.daemon.state import StateStore
 from wghybrid.model import GatewaySample, InterfaceState, Mode, Override, PeerTable, raw_key
 from wghybrid.policy import Policy
-from wghybrid.state import StateStore
 
 RESULTS = Path(__file__).resolve().parent / "results"
 TARGETS_MS = {10_000: 10.0, 100_000: 100.0}

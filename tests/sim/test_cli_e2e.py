@@ -21,7 +21,7 @@ from typing import Any, TypeVar
 
 import pytest
 
-from wghybrid import _render
+from wghybrid.cli import _dump
 from wghybrid.model import decode_key
 from wghybrid.policy.load import DATA_PLANE
 
@@ -207,7 +207,7 @@ def test_operator_path_through_the_cli(gateway: Gateway) -> None:
     # dump: one well-formed line per peer.
     rows = [line.split("\t") for line in gw.ok("dump").splitlines()]
     assert len(rows) == 206
-    assert all(len(r) == len(_render.DUMP_COLUMNS) for r in rows)
+    assert all(len(r) == len(_dump.DUMP_COLUMNS) for r in rows)
     for r in rows:
         decode_key(r[1])
         assert r[0] == "wg0" and r[3] in ("vanilla", "inline") and r[4] == "auto"

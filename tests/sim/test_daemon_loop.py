@@ -15,13 +15,14 @@ from pathlib import Path
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
-from wghybrid.api import build_app
-from wghybrid.daemon import Daemon, watchdog_period
+from wghybrid.daemon.api import build_app
+from wghybrid.daemon.notify import watchdog_period
+from wghybrid.daemon.service import Daemon
+from wghybrid.daemon.state import StateStore
 from wghybrid.dataplane import DataPlaneError, PermanentError, TransientError
 from wghybrid.model import Mode, Operation, Override, SetPeerMode, encode_key, short_key
 from wghybrid.policy.load import parse_policy
 from wghybrid.sim import SimDataPlane, parse_scenario
-from wghybrid.state import StateStore
 
 pytestmark = pytest.mark.sim
 

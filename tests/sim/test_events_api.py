@@ -15,8 +15,8 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 from test_daemon_loop import Clock, make_daemon, quiesce
 
-from wghybrid.api import build_app
-from wghybrid.daemon import Daemon
+from wghybrid.daemon.api import build_app
+from wghybrid.daemon.service import Daemon
 from wghybrid.model import Mode, Override, encode_key
 
 pytestmark = pytest.mark.sim
@@ -205,7 +205,7 @@ async def test_explain_unknown_is_a_404_naming_it(
 async def test_a_stream_keeps_alive_and_ends_at_its_time_limit(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from wghybrid import api
+    from wghybrid.daemon.api import events as api
 
     monkeypatch.setattr(api, "KEEPALIVE", 0.1)
     monkeypatch.setattr(api, "FOLLOW_FOR", 0.5)
@@ -221,7 +221,7 @@ async def test_a_stream_keeps_alive_and_ends_at_its_time_limit(
 
 
 async def test_the_admin_token_is_who_over_tcp(tmp_path: Path) -> None:
-    from wghybrid.api import Access
+    from wghybrid.daemon.api import Access
 
     d, keys, _ = await ready(tmp_path)
     token = "t" * 20

@@ -157,7 +157,7 @@ async def _contains(d: DaemonProcess, text: str) -> bool:
 
 
 def test_the_event_ring_is_bounded() -> None:
-    from wghybrid.events import RING_SIZE, EventLog
+    from wghybrid.daemon.events import RING_SIZE, EventLog
 
     log = EventLog()
     t0 = time.perf_counter()

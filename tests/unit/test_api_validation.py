@@ -9,7 +9,9 @@ from typing import Any
 
 import pytest
 
-from wghybrid.api import ApiError, Fragments, interface_json, parse_override, peer_json
+from wghybrid.daemon.api.base import ApiError
+from wghybrid.daemon.api.fragments import Fragments, interface_json, peer_json
+from wghybrid.daemon.api.routes import parse_override
 from wghybrid.model import (
     InterfaceStatus,
     Mode,

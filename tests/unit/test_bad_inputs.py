@@ -20,8 +20,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from wghybrid._files import FileReadError, read_regular
-from wghybrid.api import Access, ApiError, Role, parse_override, token_role
-from wghybrid.client import ClientError, check_url, read_token, tls_context
+from wghybrid.cli.client import ClientError, check_url, read_token, tls_context
+from wghybrid.daemon.api.access import token_role
+from wghybrid.daemon.api.base import Access, ApiError, Role
+from wghybrid.daemon.api.routes import parse_override
+from wghybrid.daemon.state import StateError, StateStore, state_from_dict
 from wghybrid.model import (
     BadKeyError,
     InterfaceStatus,
@@ -34,7 +37,6 @@ from wghybrid.model import (
     encode_key,
 )
 from wghybrid.policy.load import PolicyError, load_policy, policy_from_dict
-from wghybrid.state import StateError, StateStore, state_from_dict
 
 pytestmark = pytest.mark.unit
 

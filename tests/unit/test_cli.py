@@ -35,6 +35,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from wghybrid import __version__, cli
+from wghybrid.cli import parse as cli_parse
+from wghybrid.cli import status as cli_status
 from wghybrid.model import BadKeyError, decode_key
 
 pytestmark = pytest.mark.unit
@@ -640,7 +642,7 @@ def test_version(capsys: pytest.CaptureFixture[str]) -> None:
 
 
 def test_run_delegates_to_the_daemon(capsys: pytest.CaptureFixture[str]) -> None:
-    daemon = pytest.importorskip("wghybrid.daemon")
+    daemon = pytest.importorskip("wghybrid.daemon.config")
     reference = argparse.ArgumentParser(
         prog="wghybrid run", description="Run the wghybrid daemon in the foreground."
     )
@@ -716,29 +718,29 @@ def test_parse_duration_sums_its_parts(d: int, h: int, m: int, s: int) -> None:
     total = d * 86400 + h * 3600 + m * 60 + s
     if total == 0:
         with pytest.raises(argparse.ArgumentTypeError):
-            cli.parse_duration(text)
+            cli_parse.parse_duration(text)
     else:
-        assert cli.parse_duration(text) == total
+        assert cli_parse.parse_duration(text) == total
 
 
 @pytest.mark.parametrize(
     ("text", "seconds"), [("90", 90), ("90s", 90), ("10m", 600), ("1.5h", 5400), ("2d", 172800)]
 )
 def test_parse_duration_examples(text: str, seconds: float) -> None:
-    assert cli.parse_duration(text) == seconds
+    assert cli_parse.parse_duration(text) == seconds
 
 
 @pytest.mark.parametrize("text", ["", "m", "10x", "-5m", "0", "1h 30m", "5mm"])
 def test_parse_duration_rejects(text: str) -> None:
     with pytest.raises(argparse.ArgumentTypeError):
-        cli.parse_duration(text)
+        cli_parse.parse_duration(text)
 
 
 def test_parse_time_zones() -> None:
-    assert cli.parse_time("2100-01-01T00:00:00Z") == 4102444800.0
-    assert cli.parse_time("2100-01-01T01:00:00+01:00") == 4102444800.0
+    assert cli_parse.parse_time("2100-01-01T00:00:00Z") == 4102444800.0
+    assert cli_parse.parse_time("2100-01-01T01:00:00+01:00") == 4102444800.0
     naive = datetime(2100, 1, 1, 0, 0, 0).astimezone().timestamp()  # local time
-    assert cli.parse_time("2100-01-01T00:00:00") == naive
+    assert cli_parse.parse_time("2100-01-01T00:00:00") == naive
 
 
 # ---------------------------------------------------------------------------
@@ -914,7 +916,7 @@ def test_watch_keeps_going_when_the_daemon_goes_away(
         elif len(frames) == 3:
             raise KeyboardInterrupt
 
-    monkeypatch.setattr(cli.time, "sleep", sleep)
+    monkeypatch.setattr(cli_status.time, "sleep", sleep)
     code, out, err = run(capsys, "status", "--watch", "5")
     assert (code, err) == (0, "") and frames == [5.0, 5.0, 5.0]
     shown = out.split("every 5 s, ")
@@ -943,4 +945,4 @@ def test_parse_transfer_reads_the_daemons_format() -> None:
             f'wghybrid_peer_transmit_bytes_total{{interface="wg0",public_key="{ALICE}"}} 6\n'
             f'wghybrid_peer_receive_bytes_total{{interface="wg0",public_key="{BOB}"}} nan\n'
             f'wghybrid_peer_info{{interface="wg0",public_key="{BOB}"}} 1\n')
-    assert cli.parse_transfer(text) == {("wg0", ALICE): (5, 6)}
+    assert cli_status.parse_transfer(text) == {("wg0", ALICE): (5, 6)}

@@ -1,11 +1,12 @@
-"""wghybrid/cli_events.py: `wghybrid log` and `wghybrid explain`, their arguments and
+"""wghybrid/cli/events.py: `wghybrid log` and `wghybrid explain`, their arguments and
 rendering (the daemon end to end: tests/sim/test_events_e2e.py)."""
 
 from __future__ import annotations
 
 import pytest
 
-from wghybrid import cli, cli_events
+from wghybrid import cli
+from wghybrid.cli import events as cli_events
 
 pytestmark = pytest.mark.unit
 

@@ -11,8 +11,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from wghybrid.core.controller import ADOPT_SETTLE, Controller
+from wghybrid.daemon.tick import run_tick
 from wghybrid.dataplane import PermanentError, TransientError
-from wghybrid.loop import run_tick
 from wghybrid.model import GatewaySample, Mode, Operation, Override, SetPeerMode
 from wghybrid.policy import Classify, Policy
 

@@ -1,4 +1,4 @@
-"""wghybrid.events: the event log (ring, sequence ids, filters), its renderings (log line,
+"""wghybrid.daemon.events: the event log (ring, sequence ids, filters), its renderings (log line,
 journal fields, JSON), and the daemon's use of it: every change and refusal an event, in
 the journal with WGH_* fields, names instead of keys, a dry run's plan only when it
 changes."""
@@ -18,12 +18,12 @@ from factory import Gateway, key
 from test_controller import FlakyPlane, offered_to_delivered
 
 from wghybrid import _log
-from wghybrid import events as ev
-from wghybrid.daemon import Daemon
+from wghybrid.daemon import events as ev
+from wghybrid.daemon.service import Daemon
+from wghybrid.daemon.state import StateStore
 from wghybrid.dataplane import PermanentError, TransientError
 from wghybrid.model import Mode, Override, Reason, SetPeerCore, SetPeerMode, encode_key
 from wghybrid.policy import Classify, Policy
-from wghybrid.state import StateStore
 
 pytestmark = pytest.mark.unit
 

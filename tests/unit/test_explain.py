@@ -1,4 +1,4 @@
-"""wghybrid.explain: the controller's view of one peer, in words and as data, read-only."""
+"""wghybrid.daemon.explain: the controller's view of one peer, in words and as data, read-only."""
 
 from __future__ import annotations
 
@@ -9,10 +9,10 @@ import pytest
 from factory import Gateway, key
 from test_controller import offered_to_delivered, policy
 
-from wghybrid import events as ev
 from wghybrid.core.controller import Controller
 from wghybrid.core.status import columns
-from wghybrid.explain import explain_peer
+from wghybrid.daemon import events as ev
+from wghybrid.daemon.explain import explain_peer
 from wghybrid.model import Mode, Override
 
 pytestmark = pytest.mark.unit

@@ -19,7 +19,8 @@ import numpy as np
 import pytest
 
 from wghybrid import _genl, _sysfs, kernel
-from wghybrid.daemon import Daemon
+from wghybrid.daemon.service import Daemon
+from wghybrid.daemon.state import StateStore
 from wghybrid.dataplane import (
     DataPlane,
     NicSteering,
@@ -31,7 +32,6 @@ from wghybrid.model import Mode, SetCryptCores, SetPeerCore, SetPeerMode, SetThr
 from wghybrid.policy import Policy
 from wghybrid.policy.load import load_policy, parse_policy, shipped_policy_dir
 from wghybrid.sim import SimDataPlane, parse_scenario
-from wghybrid.state import StateStore
 
 pytestmark = pytest.mark.unit
 

@@ -15,7 +15,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from wghybrid.core.estimate import Costs
 from wghybrid.core.rates import Rates
 from wghybrid.core.status import build_status
-from wghybrid.metrics import BYTES_PER_GBPS, DaemonMetrics, peer_exposition
+from wghybrid.daemon.metrics import BYTES_PER_GBPS, DaemonMetrics, peer_exposition
 from wghybrid.model import (
     GatewaySample,
     InterfaceState,

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from wghybrid import _render
+from wghybrid.cli import _dump, _render
 from wghybrid.policy import NameImport, Policy
 from wghybrid.policy import names as names_mod
 from wghybrid.policy.load import (
@@ -277,7 +277,7 @@ def test_load_policy_imports_and_reports_where_each_name_came_from(
     assert data["name_sources"][b64(2)] == {"name": "bob", "from": f"wg-quick {wgq}:12"}
     assert data["name_sources"][b64(8)] == {"name": "mouse-008", "from": DATA_PLANE}
     assert data["name_warnings"] == list(policy.name_warnings)
-    text = _render.render_policy(data, None, _render.Palette(False))
+    text = _dump.render_policy(data, None, _render.Palette(False))
     assert f"# loaded from {path}" in text and "mouse-008\"  # from the data plane" in text
     file_part = text.split("more name(s)")[0]  # the sim's names are not shown as the file's
     assert "mouse-008" not in file_part and '"alice-policy"' in file_part

@@ -1,4 +1,4 @@
-"""wghybrid._http.QuickClient, the CLI's standard-library client (issue 13: start-up time),
+"""wghybrid.cli._http.QuickClient, the CLI's standard-library client (issue 13: start-up time),
 against a raw socket server that answers exactly the bytes a test gives it."""
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from wghybrid import _http
-from wghybrid._http import ApiError, QuickClient, UnreachableError, run_sync
+from wghybrid.cli import _http
+from wghybrid.cli._http import ApiError, QuickClient, UnreachableError, run_sync
 
 pytestmark = pytest.mark.unit
 
@@ -198,12 +198,12 @@ def test_run_sync_refuses_a_coroutine_that_suspends() -> None:
 
 def test_the_cli_path_imports_neither_aiohttp_nor_asyncio() -> None:
     code = ("import sys; from wghybrid import cli; cli.build_parser(); "
-            "print(json.dumps(sorted(m for m in ('aiohttp', 'asyncio', 'numpy', 'wghybrid.client',"
-            " 'wghybrid.model') if m in sys.modules)))")
+            "print(json.dumps(sorted(m for m in ('aiohttp', 'asyncio', 'numpy',"
+            " 'wghybrid.cli.client', 'wghybrid.model') if m in sys.modules)))")
     out = subprocess.run([sys.executable, "-c", "import json; " + code], capture_output=True,
                          text=True, check=True, timeout=60).stdout
     assert json.loads(out) == []
     # and the same client class behind every error the CLI catches
-    from wghybrid import client
+    from wghybrid.cli import client
 
     assert client.ClientError is _http.ClientError and client.ApiError is _http.ApiError

@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from wghybrid import _render
+from wghybrid.cli import _dump, _render
 from wghybrid.policy import Policy
 from wghybrid.policy.load import policy_to_dict
 
@@ -142,14 +142,14 @@ def test_status_shows_dry_run_and_a_failed_reload() -> None:
 
 def test_dump_columns_are_stable() -> None:
     # Appending is allowed; anything else breaks scripts. Extend this list, never edit it.
-    assert _render.DUMP_COLUMNS[:15] == (
+    assert _dump.DUMP_COLUMNS[:15] == (
         "interface", "public_key", "name", "mode", "control", "class", "rx_bps", "tx_bps",
         "cpu", "core", "time_in_mode", "override_mode", "override_core", "override_expires",
         "unmanaged",
     )
     # The module's documentation lists each column, numbered, in the same order.
-    documented = re.findall(r"^\s+(\d+) (\w+)\s", _render.__doc__ or "", re.M)
-    assert documented == [(str(n), c) for n, c in enumerate(_render.DUMP_COLUMNS, start=1)]
+    documented = re.findall(r"^\s+(\d+) (\w+)\s", _dump.__doc__ or "", re.M)
+    assert documented == [(str(n), c) for n, c in enumerate(_dump.DUMP_COLUMNS, start=1)]
 
 
 def test_dump_rows_match_the_columns() -> None:
@@ -157,8 +157,8 @@ def test_dump_rows_match_the_columns() -> None:
           "expires": 1700000000.7, "reason": "r", "created": 1.0}
     doc = status([peer("tab\there", override=ov, pinned=True, rx_bps=1234.6, cpu=0.12345),
                   peer("", key="C" * 43 + "=", unmanaged="line1\nline2")])
-    lines = _render.render_dump(doc).splitlines()
-    rows = [dict(zip(_render.DUMP_COLUMNS, line.split("\t"), strict=True)) for line in lines]
+    lines = _dump.render_dump(doc).splitlines()
+    rows = [dict(zip(_dump.DUMP_COLUMNS, line.split("\t"), strict=True)) for line in lines]
     assert rows[0] == {
         "interface": "wg0", "public_key": KEY, "name": "tab here", "mode": "inline",
         "control": "pinned", "class": "mouse", "rx_bps": "1235", "tx_bps": "2000000",
@@ -167,12 +167,12 @@ def test_dump_rows_match_the_columns() -> None:
     }
     assert rows[1]["name"] == "" and rows[1]["unmanaged"] == "line1 line2"
     assert rows[1]["control"] == "auto" and rows[1]["override_core"] == ""
-    assert _render.render_dump(doc, "wg9") == ""
+    assert _dump.render_dump(doc, "wg9") == ""
 
 
 def test_render_policy_is_toml_for_the_shipped_default() -> None:
     data = policy_to_dict(Policy(names={b"\x01" * 32: "alice"}, source="/etc/p.toml"))
-    text = _render.render_policy(data, None, _render.Palette(False))
+    text = _dump.render_policy(data, None, _render.Palette(False))
     assert text.startswith("# loaded from /etc/p.toml\n")
     del data["source"]
     assert tomllib.loads(text) == data
@@ -181,7 +181,7 @@ def test_render_policy_is_toml_for_the_shipped_default() -> None:
 def test_overrides_table_uses_names() -> None:
     ovs = [{"interface": "wg0", "public_key": KEY, "mode": "inline", "core": None,
             "expires": None, "reason": "why", "created": 0.0}]
-    text = _render.render_overrides(ovs, {("wg0", KEY): "alice"}, _render.Palette(False), 0.0)
+    text = _dump.render_overrides(ovs, {("wg0", KEY): "alice"}, _render.Palette(False), 0.0)
     assert text.splitlines()[1].split() == ["wg0", "alice", "inline", "-", "never", "why"]
-    text = _render.render_overrides(ovs, {}, _render.Palette(False), 0.0)
+    text = _dump.render_overrides(ovs, {}, _render.Palette(False), 0.0)
     assert text.splitlines()[1].split()[1] == KEY[:8]

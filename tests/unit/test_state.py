@@ -10,8 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from wghybrid.model import Mode, Override, encode_key
-from wghybrid.state import (
+from wghybrid.daemon.state import (
     DaemonState,
     StateError,
     StateStore,
@@ -22,6 +21,7 @@ from wghybrid.state import (
     state_to_dict,
     write_atomic,
 )
+from wghybrid.model import Mode, Override, encode_key
 
 pytestmark = pytest.mark.unit
 

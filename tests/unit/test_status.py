@@ -14,7 +14,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from prometheus_client.parser import text_string_to_metric_families
 
-from wghybrid.api import Fragments, _peer_fields, _peer_tail
 from wghybrid.core.rates import Rates
 from wghybrid.core.status import (
     PeerColumns,
@@ -25,7 +24,8 @@ from wghybrid.core.status import (
     has_peer,
     locate,
 )
-from wghybrid.metrics import peer_exposition
+from wghybrid.daemon.api.fragments import Fragments, _peer_fields, _peer_tail
+from wghybrid.daemon.metrics import peer_exposition
 from wghybrid.model import (
     GatewaySample,
     InterfaceState,

@@ -1,5 +1,5 @@
 """`wghybrid status` (issue 13): the snapshot's per-interface summary (core/status.py),
-its JSON, and the view the CLI renders from it (_render.py): summary lines, the per-core
+its JSON, and the view the CLI renders from it (cli/_render.py): summary lines, the per-core
 grid, sorting and filtering, names cut to fit 80 columns, FIELD output."""
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from wghybrid import _render
+from wghybrid.cli import _dump, _render
 from wghybrid.core.rates import Rates
 from wghybrid.core.status import build_status, columns, summarise
 from wghybrid.model import GatewaySample, InterfaceState, InterfaceStatus, PeerTable
@@ -241,17 +241,17 @@ def test_select_peers_sorts_filters_and_cuts() -> None:
 def test_render_field_is_one_tab_separated_line_per_peer() -> None:
     d = doc([api_peer("a\tb", 1, core=-1), api_peer("", 2, mode="vanilla", cpu=1.23456)])
     k1, k2 = (p["public_key"] for p in d["interfaces"][0]["peers"])
-    assert _render.render_field(d, "wg0", "names") == f"{k1}\ta b\n{k2}\t\n"
-    assert _render.render_field(d, "wg0", "cores") == f"{k1}\t-1\n{k2}\t2\n"
-    assert _render.render_field(d, None, "cpu") == f"wg0\t{k1}\t0.100\nwg0\t{k2}\t1.235\n"
-    assert _render.render_field(d, "wg0", "pool") == "0-15\n"
-    assert _render.render_field(d, "wg0", "inline-cores") == "16-31\n"
-    assert _render.render_field(d, "wg0", "modes", _render.View(sort="", mode="vanilla")) == (
+    assert _dump.render_field(d, "wg0", "names") == f"{k1}\ta b\n{k2}\t\n"
+    assert _dump.render_field(d, "wg0", "cores") == f"{k1}\t-1\n{k2}\t2\n"
+    assert _dump.render_field(d, None, "cpu") == f"wg0\t{k1}\t0.100\nwg0\t{k2}\t1.235\n"
+    assert _dump.render_field(d, "wg0", "pool") == "0-15\n"
+    assert _dump.render_field(d, "wg0", "inline-cores") == "16-31\n"
+    assert _dump.render_field(d, "wg0", "modes", _render.View(sort="", mode="vanilla")) == (
         f"{k2}\tvanilla\n")
-    assert _render.render_field(d, "wg9", "modes") == ""
-    for name in _render.FIELDS:
-        assert name in _render.FIELDS_HELP
-        for line in _render.render_field(d, "wg0", name).splitlines():
+    assert _dump.render_field(d, "wg9", "modes") == ""
+    for name in _dump.FIELDS:
+        assert name in _dump.FIELDS_HELP
+        for line in _dump.render_field(d, "wg0", name).splitlines():
             assert "\n" not in line
 
 
@@ -261,7 +261,7 @@ def test_policy_show_says_where_each_name_came_from() -> None:
                                "C" * 43 + "=": {"name": "bob\x1b", "from": "wg-quick /e/w.conf:3"}},
               "name_warnings": ["/e/w.conf:9: a name that looks like a public key; ignored"],
               "source": "/etc/wghybrid/policy.toml"}
-    text = _render.render_policy(policy, None, _render.Palette(False))
+    text = _dump.render_policy(policy, None, _render.Palette(False))
     lines = text.splitlines()
     assert lines[0] == "# loaded from /etc/wghybrid/policy.toml"
     assert lines[1] == "# warning: names: /e/w.conf:9: a name that looks like a public key; ignored"

@@ -195,7 +195,7 @@ _MDWE_CHILD = textwrap.dedent(
     import asyncio, os, tempfile
     import numpy as np, aiohttp, prometheus_client, pyroute2, systemd.journal
     from aiohttp import web
-    import wghybrid.cli, wghybrid.client, wghybrid._log
+    import wghybrid.cli, wghybrid.cli.client, wghybrid._log
     try:
         import wghybrid.daemon, wghybrid.sim  # noqa: F401  (once they exist)
     except ImportError:
@@ -211,7 +211,7 @@ _MDWE_CHILD = textwrap.dedent(
         await runner.setup()
         path = os.path.join(tempfile.mkdtemp(), "s")
         await web.UnixSite(runner, path).start()
-        async with wghybrid.client.Client.unix(path) as api:
+        async with wghybrid.cli.client.Client.unix(path) as api:
             assert await api.get("/") == {"ok": True}
         await runner.cleanup()
     asyncio.run(main())

@@ -3,7 +3,7 @@
     sample (I/O) -> rates -> estimate -> assign -> place -> apply (I/O)
 
 `Controller.plan()` runs the pure stages on one `GatewaySample` and returns a `Plan`;
-`wghybrid.loop.run_tick` does the I/O on either side. It decides for the gateway as a
+`wghybrid.daemon.tick.run_tick` does the I/O on either side. It decides for the gateway as a
 whole (docs/controller.md):
 
 1. rates (`rates.py`): smoothed rates for people, instantaneous ones for deciding;

@@ -5,7 +5,7 @@
 
 Every failure is one of two exceptions carrying a one-line message: `UnreachableError`
 (no daemon behind the socket or URL) and `ApiError` (the daemon answered with an error).
-They, and the token and URL checks, are `wghybrid._http`'s, whose `QuickClient` (the
+They, and the token and URL checks, are `wghybrid.cli._http`'s, whose `QuickClient` (the
 standard library only, no aiohttp) is what the CLI uses; this one is for asyncio programs.
 """
 
@@ -20,7 +20,7 @@ from typing import Any
 
 import aiohttp
 
-from wghybrid._http import (  # noqa: F401  (re-exported: one ClientError for both clients)
+from wghybrid.cli._http import (  # noqa: F401  (re-exported: one ClientError for both clients)
     DEFAULT_SOCKET,
     DEFAULT_TIMEOUT,
     MAX_SMALL_FILE,

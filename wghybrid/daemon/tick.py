@@ -52,7 +52,7 @@ async def run_tick(
     """Sample, decide, apply. Raises TransientError when the sample cannot be read.
 
     `report` is handed each applied operation's result as soon as it is known (the
-    daemon makes an event of it, `wghybrid.events`); `log` gets a line per operation
+    daemon makes an event of it, `wghybrid.daemon.events`); `log` gets a line per operation
     instead (keys, not names: this module knows none), the dry run's plan included."""
     # asyncio.timeout(), not wait_for(): wait_for runs the call in a task of its own, so
     # every call costs the tick at least two turns of the event loop, each behind all the

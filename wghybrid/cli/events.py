@@ -10,7 +10,7 @@ line of JSON (NDJSON). `explain` prints what the controller measured, estimated 
 compared for one peer, and what it did or why it did nothing (`GET
 /v1/peers/IFACE/PEER/explain`). PEER is a friendly name or a base64 key.
 
-`add_event_commands(parser)` adds both to the CLI's parser (wghybrid/cli.py calls it).
+`add_event_commands(parser)` adds both to the CLI's parser (wghybrid/cli/table.py calls it).
 Only the standard library is imported here (the CLI's start-up time).
 """
 
@@ -27,7 +27,7 @@ if TYPE_CHECKING:
     import http.client
 
 EVENTS_MAX_LIMIT = 1000
-"""The daemon's limit on events per answer (wghybrid/api.py)."""
+"""The daemon's limit on events per answer (wghybrid/daemon/api/events.py)."""
 STREAM_READ_TIMEOUT = 45.0
 """Seconds `log -f` waits for a line: the daemon sends an empty one every 15 s of quiet."""
 
@@ -48,7 +48,7 @@ def _limit(text: str) -> int:
 
 def add_event_commands(parser: argparse.ArgumentParser) -> None:
     """Add `log` and `explain` to the CLI's subcommands."""
-    from wghybrid import cli
+    from wghybrid.cli import table
 
     sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
     p = sub.add_parser(
@@ -66,7 +66,7 @@ def add_event_commands(parser: argparse.ArgumentParser) -> None:
                    help=f"at most N events (1-{EVENTS_MAX_LIMIT}; default: the daemon's, 100)")
     p.add_argument("--json", action="store_true", default=argparse.SUPPRESS,
                    help="one JSON object per event and line (NDJSON)")
-    cli._add_connection_options(p, top=False)
+    table._add_connection_options(p, top=False)
     p.set_defaults(handler=cmd_log, parser=p)
 
     p = sub.add_parser(
@@ -78,7 +78,7 @@ def add_event_commands(parser: argparse.ArgumentParser) -> None:
     p.add_argument("peer", metavar="PEER", help="friendly name or base64 public key")
     p.add_argument("--json", action="store_true", default=argparse.SUPPRESS,
                    help="print the API's JSON")
-    cli._add_connection_options(p, top=False)
+    table._add_connection_options(p, top=False)
     p.set_defaults(handler=cmd_explain, parser=p)
 
 
@@ -112,7 +112,7 @@ class _Daemon:
     def __init__(self, args: argparse.Namespace, timeout: float) -> None:
         import http.client
 
-        from wghybrid._http import check_url, read_token, tls_context
+        from wghybrid.cli._http import check_url, read_token, tls_context
 
         self.headers = {"Accept": "application/json"}
         self.url = getattr(args, "url", None)
@@ -139,7 +139,7 @@ class _Daemon:
         """GET `path`; the response (2xx) or ApiError/UnreachableError."""
         import http.client
 
-        from wghybrid._http import ApiError, UnreachableError
+        from wghybrid.cli._http import ApiError, UnreachableError
 
         target = path + ("?" + urllib.parse.urlencode(params) if params else "")
         try:
@@ -160,7 +160,7 @@ class _Daemon:
         return resp
 
     def get(self, path: str, params: dict[str, str]) -> dict[str, Any]:
-        from wghybrid._http import ApiError
+        from wghybrid.cli._http import ApiError
 
         resp = self.open(path, params)
         try:
@@ -269,7 +269,7 @@ def _follow(ctx: Any, params: dict[str, str], as_json: bool) -> int:
                 if isinstance(event.get("seq"), int):
                     params["since"] = str(event["seq"])
         except (TimeoutError, OSError, http.client.HTTPException) as exc:
-            from wghybrid._http import UnreachableError
+            from wghybrid.cli._http import UnreachableError
 
             raise UnreachableError(api.where, f"the event stream broke: {exc or 'EOF'}") \
                 from None

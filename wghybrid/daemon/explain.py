@@ -20,9 +20,9 @@ from typing import Any
 from wghybrid.core.controller import Controller
 from wghybrid.core.estimate import Cap
 from wghybrid.core.status import PeerColumns
-from wghybrid.events import Event, event_json, line
+from wghybrid.daemon.events import Event, event_json, line
+from wghybrid.daemon.state import override_to_dict
 from wghybrid.model import Mode, Override, PeerClass, encode_key
-from wghybrid.state import override_to_dict
 
 LAST_EVENTS = 10
 """How many of the peer's last events an explanation shows."""
