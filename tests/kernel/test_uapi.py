@@ -5,6 +5,7 @@ user space parses the bulk dump with."""
 from __future__ import annotations
 
 import ast
+import os
 import re
 import shutil
 import subprocess
@@ -64,3 +65,45 @@ def test_documented_dtype_parses_a_packed_record() -> None:
     back = np.frombuffer(rec.tobytes(), dtype=dt)
     assert back["tx_bytes"][1] == 1 << 40 and back["core"][1] == -1 and back["mode"][1] == 1
     assert rec.tobytes()[104 + 40 : 104 + 48] == (1 << 40).to_bytes(8, "little")
+
+
+PATCHES = HEADER.parents[3] / "patches"
+WINDOW_ASSERT = re.compile(r"^\+static_assert\(COUNTER_WINDOW_SIZE == (\d+)\);$", re.M)
+
+
+def documented_replay_window() -> int:
+    text = re.sub(r"\n \*\s*", " ", HEADER.read_text())
+    m = re.search(r"replay window\D*?(\d+) messages", text)
+    assert m, "the header gives no replay window in messages"
+    return int(m.group(1))
+
+
+def test_documented_replay_window_is_the_one_each_series_checks() -> None:
+    """The replay window the header documents (issue 12: it said 8192, WireGuard's is
+    COUNTER_WINDOW_SIZE, 8192 - BITS_PER_LONG) is the number each series' hybrid.c
+    static_asserts COUNTER_WINDOW_SIZE to be: the build of a line whose WireGuard
+    differs fails, and this test fails if the documentation does."""
+    doc = documented_replay_window()
+    lines = sorted(p for p in PATCHES.iterdir() if p.is_dir())
+    assert lines, f"no series under {PATCHES}"
+    for line in lines:
+        found = [int(n) for p in sorted(line.glob("*.patch")) for n in
+                 WINDOW_ASSERT.findall(p.read_text())]
+        assert found == [doc], f"{line.name}: the series asserts {found}, the header says {doc}"
+
+
+def test_documented_replay_window_is_wireguards_constant() -> None:
+    """Against the pristine messages.h of every kernel the harness has fetched (the
+    cache of kmod/fetch.sh), where it is: COUNTER_BITS_TOTAL less BITS_PER_LONG (64 on
+    amd64, the one architecture built)."""
+    cache = Path(os.environ.get("WGHYBRID_KMOD_CACHE", "/var/cache/wghybrid-kmod"))
+    sources = sorted(cache.glob("*/*/src/linux-source-*/drivers/net/wireguard/messages.h"))
+    if not sources:
+        pytest.skip(f"no kernel source fetched under {cache} (kmod/fetch.sh)")
+    doc = documented_replay_window()
+    for src in sources:
+        text = src.read_text()
+        total = re.search(r"COUNTER_BITS_TOTAL = (\d+),", text)
+        assert total and "COUNTER_REDUNDANT_BITS = BITS_PER_LONG," in text and \
+            "COUNTER_WINDOW_SIZE = COUNTER_BITS_TOTAL - COUNTER_REDUNDANT_BITS" in text, src
+        assert int(total.group(1)) - 64 == doc, src

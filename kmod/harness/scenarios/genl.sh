@@ -44,5 +44,6 @@ keys = {r["key"] for r in recs}
 print(f"{len(recs)} records in {len(msgs)} messages, {len(keys)} distinct keys")
 assert len(recs) == 2001 and len(keys) == 2001 and len(msgs) > 1 and not g.dump_intr
 PY
-check_dmesg
+# After the unload: what tearing the devices down and unloading reports counts too.
 unload_module
+check_dmesg

@@ -50,8 +50,12 @@
  *    One bound remains, as for any UDP socket: inline transmits on the CPU of
  *    the sending context, so a tunnel sent into from several CPUs leaves from
  *    several CPUs, and a multi-queue link (or veth, without RPS) can reorder
- *    those outer packets; WireGuard's replay window (8192 messages) accepts
- *    them. Vanilla transmits from the one TX worker and so does not.
+ *    those outer packets; WireGuard's replay window accepts a message up to
+ *    8128 messages behind the newest one received (COUNTER_WINDOW_SIZE in
+ *    messages.h: 8192 bits of bitmap less the BITS_PER_LONG it keeps spare;
+ *    the series checks the number at build time), and drops one further
+ *    behind as a replay. Vanilla transmits from the one TX worker and so does
+ *    not reorder.
  *
  *    New peers start in the mode given by the module parameter
  *    `default_mode=vanilla|inline` (default vanilla; writable at run time in
