@@ -15,6 +15,7 @@ import json
 import os
 import pty
 import re
+import select
 import shutil
 import signal
 import socket
@@ -864,8 +865,16 @@ def test_colour_mode_as_wg_color_mode(daemon: FakeDaemon, capsys: pytest.Capture
 def _through_pty(argv: list[str], env: dict[str, str], enough: Any) -> tuple[int, bytes, bytes]:
     """Run the CLI on a terminal; once `enough(screen)`, SIGINT it, as Ctrl-C does."""
     master, slave = pty.openpty()
-    proc = subprocess.Popen([sys.executable, "-m", "wghybrid", *argv], stdin=slave,
-                            stdout=slave, stderr=subprocess.PIPE, env=env)
+    # A shell starts a foreground command with SIGINT at its default; a test run started
+    # in the background of a script inherits it ignored (bash ignores SIGINT for
+    # asynchronous commands), and so would the child, which then never sees Ctrl-C. A
+    # handler in this process becomes the default in the child at exec.
+    old = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        proc = subprocess.Popen([sys.executable, "-m", "wghybrid", *argv], stdin=slave,
+                                stdout=slave, stderr=subprocess.PIPE, env=env)
+    finally:
+        signal.signal(signal.SIGINT, old)
     os.close(slave)
     seen = b""
     deadline = time.monotonic() + 30
@@ -879,14 +888,31 @@ def _through_pty(argv: list[str], env: dict[str, str], enough: Any) -> tuple[int
                 break
             seen += data
         proc.send_signal(signal.SIGINT)
+        # Keep draining the terminal until the child closes it: what it writes on its way
+        # out (the rest of a frame, the cursor restored) blocks it on a full pty buffer
+        # otherwise, and it never exits (seen under CI's load: a 30 s timeout).
+        end = time.monotonic() + 30
+        while time.monotonic() < end:
+            ready, _, _ = select.select([master], [], [], 0.2)
+            if ready:
+                try:
+                    data = os.read(master, 65536)
+                except OSError:  # EIO: the child closed the terminal
+                    break
+                if not data:
+                    break
+                seen += data
+            elif proc.poll() is not None:
+                break
         code = proc.wait(30)
+        err = proc.stderr.read() if proc.stderr else b""
     finally:
         os.close(master)
         if proc.poll() is None:
             proc.kill()
-    err = proc.stderr.read() if proc.stderr else b""
-    if proc.stderr:
-        proc.stderr.close()
+            proc.wait()
+        if proc.stderr:
+            proc.stderr.close()  # also on a failure: an unclosed pipe fails a later test
     return code, seen, err
 
 
