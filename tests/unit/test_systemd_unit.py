@@ -211,8 +211,9 @@ _MDWE_CHILD = textwrap.dedent(
         await runner.setup()
         path = os.path.join(tempfile.mkdtemp(), "s")
         await web.UnixSite(runner, path).start()
-        async with wghybrid.cli.client.Client.unix(path) as api:
-            assert await api.get("/") == {"ok": True}
+        async with aiohttp.ClientSession(connector=aiohttp.UnixConnector(path=path)) as s:
+            async with s.get("http://wghybrid/") as resp:
+                assert await resp.json() == {"ok": True}
         await runner.cleanup()
     asyncio.run(main())
     print("ok")

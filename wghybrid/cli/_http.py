@@ -3,12 +3,10 @@
 Importing aiohttp costs about a third of a second, more than a read-only CLI call may take
 in all (150 ms): the CLI's commands talk to the daemon with `QuickClient`, blocking
 HTTP/1.1 over the unix socket or TCP (TLS when https), one keep-alive connection per
-command. It has the same interface as `wghybrid.cli.client.Client` (`async with`, `get`,
-`post`, `delete`, `request`), so a command runs on either; its coroutines never suspend,
-and `run_sync` runs one without an event loop (nor the import of asyncio).
-
-The errors, the token and URL checks live here, and `wghybrid.cli.client` re-exports them:
-one `ClientError` whichever client raised it.
+command. Its interface is asyncio's (`async with`, `get`, `post`, `delete`, `request`),
+but its coroutines never suspend, and `run_sync` runs one without an event loop (nor the
+import of asyncio). `wghybrid.cli.client` is its public name (`Client`), with the errors
+and the token and URL checks that live here.
 """
 
 from __future__ import annotations

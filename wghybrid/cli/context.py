@@ -75,7 +75,7 @@ def wants_colour(
 def _api(command: Callable[[Context, Any], Awaitable[int]]) -> Callable[[Context], int]:
     """Run a command with a connected client: the standard library's, without aiohttp or
     an event loop (a command only awaits its client), so that a call starts fast.
-    `wghybrid.cli.client.Client` is the asyncio client for programs."""
+    `wghybrid.cli.client.Client` is the same client, for programs."""
 
     def run(ctx: Context) -> int:
         with ctx.quick() as api:
