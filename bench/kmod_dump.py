@@ -7,7 +7,7 @@ Run inside the qemu guest (kmod/harness/scenarios/daemon_dump.sh sets up a devic
 
 Methods, each the median of --reps full reads of every peer:
   bulk       the daemon's own read: WGH_CMD_GET_STATS on a netlink socket read by the
-             event loop, records parsed into numpy arrays (wghybrid._genl.Genl.stats)
+             event loop, records parsed into numpy arrays (wghybrid.dataplane._genl.Genl.stats)
   wg         `wg show DEV dump` (wireguard-tools, C, upstream's WG_CMD_GET_DEVICE dump,
              what `wg show all dump` runs), output to /dev/null; process start included,
              and also shown without it (minus the median of `wg --version`)
@@ -31,7 +31,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from wghybrid import _genl  # noqa: E402
+from wghybrid.dataplane import _genl  # noqa: E402
 
 
 async def timed(fn: Callable[[], Awaitable[int]], reps: int) -> tuple[float, int]:

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from wghybrid import _sysfs
+from wghybrid.dataplane import _sysfs
 
 pytestmark = [
     pytest.mark.netns,
@@ -62,7 +62,7 @@ def run_in(ns: str, code: str, *, own_mounts: bool = False) -> object:
 def test_rps_write_on_veth(ns: str) -> None:
     got = run_in(ns, """
         import json
-        from wghybrid import _sysfs
+        from wghybrid.dataplane import _sysfs
         qs = _sysfs.rx_queues("va")
         _sysfs.write_rps("va", qs[0], frozenset({0}))
         first = open(f"/sys/class/net/va/queues/{qs[0]}/rps_cpus").read()
@@ -81,7 +81,7 @@ def test_threaded_napi_refused_without_napi_is_permanent(ns: str) -> None:
     # the backend reports as a permanent "not supported", naming the device.
     got = run_in(ns, """
         import asyncio, json
-        from wghybrid import kernel, _sysfs
+        from wghybrid.dataplane import kernel, _sysfs
         from wghybrid.model import SetThreadedNapi
         from wghybrid.dataplane import PermanentError
         plane = kernel.KernelDataPlane(None, steer=False)
@@ -98,7 +98,7 @@ def test_threaded_napi_refused_without_napi_is_permanent(ns: str) -> None:
 def test_no_such_device_is_permanent(ns: str) -> None:
     got = run_in(ns, """
         import asyncio, json
-        from wghybrid import kernel
+        from wghybrid.dataplane import kernel
         from wghybrid.model import SetThreadedNapi
         from wghybrid.dataplane import PermanentError
         try:
@@ -114,7 +114,7 @@ def test_no_such_device_is_permanent(ns: str) -> None:
 def test_default_policy_touches_no_nic_setting(ns: str) -> None:
     got = run_in(ns, """
         import asyncio, json
-        from wghybrid import kernel
+        from wghybrid.dataplane import kernel
         from wghybrid.dataplane import configure_nic_steering
         from wghybrid.model import SetPeerCore
         from wghybrid.policy.load import load_policy, shipped_policy_path
@@ -139,7 +139,7 @@ def test_default_policy_touches_no_nic_setting(ns: str) -> None:
 def test_steering_on_veth_falls_back_to_rps(ns: str) -> None:
     got = run_in(ns, """
         import asyncio, json
-        from wghybrid import kernel
+        from wghybrid.dataplane import kernel
         from wghybrid.dataplane import configure_nic_steering
         from wghybrid.policy.load import parse_policy
         lines = []
@@ -171,7 +171,7 @@ def test_read_only_proc_irq_refuses_before_ntuple_is_switched_on(ns: str) -> Non
     # filters (veth has none) and logs every call.
     got = run_in(ns, """
         import asyncio, json, os, pathlib, shutil, subprocess, tempfile
-        from wghybrid import _sysfs, kernel
+        from wghybrid.dataplane import _sysfs, kernel
         from wghybrid.dataplane import configure_nic_steering
         from wghybrid.policy.load import parse_policy
         tmp = pathlib.Path(tempfile.mkdtemp())
@@ -227,7 +227,7 @@ def test_read_only_proc_irq_refuses_before_ntuple_is_switched_on(ns: str) -> Non
 def test_pyroute2_lookups(ns: str) -> None:
     got = run_in(ns, """
         import asyncio, json
-        from wghybrid import _genl
+        from wghybrid.dataplane import _genl
         async def main():
             return await _genl.wireguard_links(), await _genl.route_device("10.77.0.9")
         print(json.dumps(asyncio.run(main())))

@@ -837,7 +837,7 @@ def test_status_bad_arguments_are_usage_errors(
     assert "bad number '0'" in usage_error(capsys, "status", "--top", "0")
     assert "bad number 'x'" in usage_error(capsys, "--top", "x")
     assert "bad width '20'" in usage_error(capsys, "status", "--width", "20")
-    assert "bad number of seconds '-1'" in usage_error(capsys, "status", "--watch", "-1")
+    assert "argument --watch: bad interval '-1'" in usage_error(capsys, "status", "--watch", "-1")
     assert "--json takes one snapshot" in usage_error(capsys, "status", "--watch", "--json")
     assert "not a FIELD" in usage_error(capsys, "status", "wg0", "modes", "--watch")
     assert "FIELD is tab-separated" in usage_error(capsys, "status", "wg0", "modes", "--json")
@@ -950,6 +950,63 @@ def test_watch_keeps_going_when_the_daemon_goes_away(
     assert "wghybrid: GET /v1/status: HTTP 500 Internal Server Error" in shown[2]
     daemon.broken = True
     assert run(capsys, "status", "--watch")[0] == 1  # at once: nothing to watch
+
+
+@pytest.mark.parametrize(("argv", "interface", "field", "interval"), [
+    (["status", "--watch"], None, None, 2.0),
+    (["status", "--watch", "2"], None, None, 2.0),
+    (["status", "--watch", "0.5"], None, None, 0.5),
+    (["status", "--watch", "wg0"], "wg0", None, 2.0),
+    (["status", "wg0", "--watch"], "wg0", None, 2.0),
+    (["status", "--watch=2", "wg0"], "wg0", None, 2.0),
+    (["status", "--watch", "wg0", "5"], "wg0", None, 5.0),
+    (["status", "--watch", "all", "--sort", "name"], "all", None, 2.0),
+    (["status", "wg0", "--watch", "3"], "wg0", None, 3.0),
+    (["--watch"], None, None, 2.0),
+    (["--watch", "3"], None, None, 3.0),
+    (["--watch", "status", "wg0"], "wg0", None, 2.0),
+    (["status", "wg0", "modes"], "wg0", "modes", None),
+])
+def test_watch_takes_a_number_and_leaves_the_interface_alone(
+    argv: list[str], interface: str | None, field: str | None, interval: float | None
+) -> None:
+    args = cli.build_parser().parse_args(cli_parse.watch_words_first(argv))
+    assert (args.interface, args.field, getattr(args, "watch", None)) == (
+        interface, field, interval)
+
+
+@pytest.mark.parametrize("argv", [
+    ["status", "--watch", "0"], ["status", "--watch", "-1"], ["status", "--watch", "nan"],
+    ["status", "--watch", "1e9"], ["status", "--watch", "inf"], ["status", "--watch=abc"],
+    ["status", "--watch=wg0"], ["status", "wg0", "--watch", "0.01"],
+    ["status", "--watch", "10x"], ["--watch", "-5"], ["--watch=nan", "status"],
+])
+def test_a_bad_watch_interval_is_a_usage_error_naming_the_option(
+    daemon: FakeDaemon, capsys: pytest.CaptureFixture[str], argv: list[str]
+) -> None:
+    err = usage_error(capsys, *argv)
+    assert "error: argument --watch: bad interval" in err and "from 0.1 to 3600" in err
+    assert "Traceback" not in err and daemon.requests == []
+
+
+def test_status_watch_wg0_watches_wg0(
+    daemon: FakeDaemon, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    slept: list[float] = []
+
+    def sleep(seconds: float) -> None:
+        slept.append(seconds)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli_status.time, "sleep", sleep)
+    for argv in (["status", "--watch", "wg0"], ["status", "wg0", "--watch"],
+                 ["status", "--watch=2", "wg0"]):
+        code, out, err = run(capsys, *argv)
+        assert (code, err) == (0, "") and slept.pop() == 2.0, argv
+        assert "every 2 s, " in out and "interface: wg0" in out and "wg1" not in out
+    code, out, err = run(capsys, "status", "--watch", "wg9")  # a word: an interface
+    assert (code, err) == (1, "wghybrid: wg9 is not an interface the daemon manages\n")
+    assert "not a FIELD" in usage_error(capsys, "status", "--watch", "wg0", "modes")
 
 
 def test_status_transfer_is_the_byte_counters_of_metrics(

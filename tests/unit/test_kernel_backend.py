@@ -18,7 +18,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from wghybrid import _genl, _sysfs, kernel
 from wghybrid.daemon.service import Daemon
 from wghybrid.daemon.state import StateStore
 from wghybrid.dataplane import (
@@ -26,7 +25,10 @@ from wghybrid.dataplane import (
     NicSteering,
     PermanentError,
     TransientError,
+    _genl,
+    _sysfs,
     configure_nic_steering,
+    kernel,
 )
 from wghybrid.model import Mode, SetCryptCores, SetPeerCore, SetPeerMode, SetThreadedNapi
 from wghybrid.policy import Policy

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from wghybrid import _genl, _sysfs
+from wghybrid.dataplane import _genl, _sysfs
 
 pytestmark = pytest.mark.unit
 

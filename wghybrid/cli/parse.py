@@ -84,6 +84,49 @@ def parse_core(text: str) -> int:
     return core
 
 
-# ---------------------------------------------------------------------------
-# The context a command runs in
 
+WATCH_MIN, WATCH_MAX = 0.1, 3600.0
+
+
+def parse_interval(text: str) -> float:
+    """`--watch SECONDS`: a number of seconds from 0.1 to 3600 (an hour)."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not WATCH_MIN <= value <= WATCH_MAX:  # also nan, inf
+        raise argparse.ArgumentTypeError(
+            f"bad interval {text!r} (seconds, from {WATCH_MIN:g} to {WATCH_MAX:g})")
+    return value
+
+
+# A word that begins like a number (2, .5, -1, 1e9, nan, inf) is meant as --watch's
+# SECONDS; any other (wg0, all) is a positional argument that happens to follow it.
+_NUMBER_LIKE = re.compile(r"[+-]?(?:\d|\.\d|nan$|inf)", re.IGNORECASE)
+
+
+def watch_words_first(argv: list[str], option: str = "--watch") -> list[str]:
+    """`status --watch wg0` means `status wg0 --watch`: argparse gives an optional value
+    (`nargs="?"`) whatever word follows the option, so the words after `--watch` that do
+    not look like a number are moved before it. `--watch=abc` is left alone (a value
+    given with `=` must be a number: a usage error), and so is everything after `--`."""
+    out: list[str] = []
+    held = False  # an `--watch` not yet written out, the words after it going first
+    for i, word in enumerate(argv):
+        if word == "--":
+            if held:
+                out.append(option)
+            return out + argv[i:]
+        if held and not word.startswith("-") and not _NUMBER_LIKE.match(word):
+            out.append(word)
+            continue
+        if held:
+            out.append(option)
+            held = False
+        if word == option:
+            held = True
+        else:
+            out.append(word)
+    if held:
+        out.append(option)
+    return out

@@ -52,9 +52,11 @@ from wghybrid.cli.parse import (
     parse_core,
     parse_count,
     parse_duration,
+    parse_interval,
     parse_seconds,
     parse_time,
     parse_width,
+    watch_words_first,
 )
 from wghybrid.cli.status import (
     check_status_args,
@@ -90,9 +92,11 @@ def _add_view_options(p: argparse.ArgumentParser, top: bool) -> None:
                    help="only the peers whose name or key matches GLOB ('branch-*', 'AbC*')")
     g.add_argument("--width", type=parse_width, metavar="COLUMNS", default=d(None),
                    help=f"width of the view (default {_render.WIDTH})")
-    g.add_argument("--watch", nargs="?", type=parse_seconds, const=2.0, default=d(None),
+    g.add_argument("--watch", nargs="?", type=parse_interval, const=2.0, default=d(None),
                    metavar="SECONDS",
-                   help="refresh every SECONDS (default 2), top-like, until Ctrl-C")
+                   help="refresh every SECONDS (default 2; 0.1 to 3600), top-like, until "
+                        "Ctrl-C; a word after it that is not a number is the IFACE "
+                        "(`status --watch wg0`)")
 
 
 def _args_override_set(p: argparse.ArgumentParser) -> None:
@@ -257,7 +261,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if argv[:1] == ["run"]:
         return run_daemon(argv[1:])
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_args(watch_words_first(argv))  # `--watch wg0`: the IFACE
     if args.handler is None:
         args.parser.error("a subcommand is required")
     if getattr(args, "command_override", None) == "set" and args.mode is None \

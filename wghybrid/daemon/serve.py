@@ -58,7 +58,7 @@ async def _open_dataplane(cfg: RunConfig) -> tuple[DataPlane, int, dict[bytes, s
         sim = PersistentSim(scenario, path, cfg.sim_speed, persist=not cfg.dry_run)
         return sim, int(scenario.cores), names
     try:
-        from wghybrid import kernel
+        from wghybrid.dataplane import kernel
 
         open_kernel = kernel.open_dataplane
     except (ImportError, AttributeError) as exc:

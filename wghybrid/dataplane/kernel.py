@@ -27,8 +27,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from wghybrid import _genl, _sysfs
-from wghybrid.dataplane import DataPlaneError, PermanentError, TransientError
+from wghybrid.dataplane import DataPlaneError, PermanentError, TransientError, _genl, _sysfs
 from wghybrid.model import (
     GatewaySample,
     InterfaceState,
@@ -41,7 +40,7 @@ from wghybrid.model import (
     short_key,
 )
 
-log = logging.getLogger("wghybrid.kernel")
+log = logging.getLogger("wghybrid.dataplane.kernel")
 
 DUMP_RETRIES = 5
 """A dump interrupted this many times in a row (a peer list that keeps changing) is a
