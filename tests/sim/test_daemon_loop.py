@@ -7,6 +7,7 @@ needs determinism; the cadence tests use real time with wide margins.
 from __future__ import annotations
 
 import asyncio
+import gzip
 import json
 import os
 import time
@@ -319,22 +320,33 @@ async def test_per_peer_metrics_carry_interface_and_public_key_only(tmp_path: Pa
     clock = Clock()
     d, dp = make_daemon(tmp_path, clock)
     await quiesce(d, clock)
-    async with TestClient(TestServer(build_app(d))) as client:
-        resp = await client.get("/metrics")
+    async with TestClient(TestServer(build_app(d)), auto_decompress=False) as client:
+        resp = await client.get("/metrics", headers={"Accept-Encoding": "gzip, deflate"})
         assert resp.status == 200
-        text = await resp.text()
+        assert resp.headers["Content-Encoding"] == "gzip"
+        assert resp.headers["Vary"] == "Accept-Encoding"
+        text = gzip.decompress(await resp.read()).decode()
+        plain = await client.get("/metrics", headers={"Accept-Encoding": "identity"})
+        assert "Content-Encoding" not in plain.headers
+        assert await plain.text() == text  # the same tick's rendering, once
     families = {f.name: f for f in text_string_to_metric_families(text)}
     keys = {encode_key(k.tobytes()) for k in dp.gateway.keys}
     peer_families = [f for n, f in families.items() if n.startswith("wghybrid_peer_")]
     assert {f.name for f in peer_families} == {
-        "wghybrid_peer_receive_bytes", "wghybrid_peer_transmit_bytes", "wghybrid_peer_info"}
+        "wghybrid_peer_receive_bytes", "wghybrid_peer_transmit_bytes",
+        "wghybrid_peer_cpu_seconds", "wghybrid_peer_info"}
     for family in peer_families:
         assert {s.labels["public_key"] for s in family.samples} == keys, family.name
         if family.name == "wghybrid_peer_info":
             # the state as labels (empty ones left out), the value always 1
-            assert all({"interface", "public_key", "mode"} <= set(s.labels)
-                       <= {"interface", "public_key", "mode", "name", "core"}
+            assert all({"interface", "public_key", "mode", "class"} <= set(s.labels)
+                       <= {"interface", "public_key", "mode", "class", "name", "core"}
                        and s.value == 1 for s in family.samples)
+        elif family.name == "wghybrid_peer_cpu_seconds":
+            assert family.type == "counter"
+            assert {(s.labels["public_key"], s.labels["direction"])
+                    for s in family.samples} == {(k, d) for k in keys for d in ("rx", "tx")}
+            assert sum(s.value for s in family.samples) > 0
         else:
             assert family.type == "counter"
             assert all(set(s.labels) == {"interface", "public_key"} for s in family.samples)

@@ -75,7 +75,7 @@ def dashboard_queries() -> list[tuple[str, str]]:
 def test_the_dashboard_has_the_panels_operators_asked_for() -> None:
     titles = " | ".join(title for title, _ in dashboard_queries()).lower()
     for what in ("throughput by mode", "vanilla pool", "per-core load", "mode changes",
-                 "top peers by rate"):
+                 "top peers by rate", "top peers by cpu"):
         assert what in titles
 
 

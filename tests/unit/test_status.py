@@ -115,18 +115,24 @@ def _cpulist(cores: frozenset[int]) -> str:
 
 def reference_peer_metrics(snapshot: tuple[InterfaceStatus, ...]) -> list[tuple[Any, ...]]:
     """The per-peer series metrics.peer_exposition writes, from PeerStatus objects (the
-    counters: zero in these worlds): receive, transmit, info (empty labels left out)."""
+    counters: zero in these worlds): receive, transmit, CPU seconds by direction, info
+    (empty labels left out)."""
     out: list[tuple[Any, ...]] = []
-    for family in ("receive_bytes", "transmit_bytes", "info"):
+    for family in ("receive_bytes", "transmit_bytes", "cpu_seconds", "info"):
         for i in snapshot:
             for p in i.peers:
                 labels = {"interface": p.interface, "public_key": encode_key(p.public_key)}
+                if family == "cpu_seconds":
+                    out.append((family, labels | {"direction": "rx"}, 0.0))
+                    out.append((family, labels | {"direction": "tx"}, 0.0))
+                    continue
                 if family != "info":
                     out.append((family, labels, 0.0))
                     continue
                 if p.name:
                     labels["name"] = p.name
                 labels["mode"] = str(p.mode)
+                labels["class"] = str(p.pclass)
                 if p.core >= 0:
                     labels["core"] = str(p.core)
                 out.append((family, labels, 1.0))

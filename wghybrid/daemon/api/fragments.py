@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from wghybrid.core.status import PeerColumns, columns, marks_of
+from wghybrid.daemon.metrics import Exposition
 from wghybrid.daemon.state import override_to_dict
 from wghybrid.model import (
     InterfaceStatus,
@@ -34,9 +35,9 @@ class BodyCache:
 
     key: object = None
     bodies: dict[str, bytes] = field(default_factory=dict)
-    metrics: bytes = b""
+    metrics: Exposition = Exposition(b"", b"")
     metrics_serial: object = None
-    metrics_pending: tuple[object, asyncio.Future[bytes]] | None = None
+    metrics_pending: tuple[object, asyncio.Future[Exposition]] | None = None
     fragments: Fragments | None = None
     health_key: object = None
     health: bytes = b""

@@ -27,6 +27,7 @@ from wghybrid.daemon.api.base import (
     ClientGone,
 )
 from wghybrid.daemon.api.fragments import Fragments, _cpulist, _encode, _live, _override_listing
+from wghybrid.daemon.metrics import accepts_gzip
 from wghybrid.daemon.state import override_to_dict
 from wghybrid.model import (
     BadKeyError,
@@ -326,14 +327,20 @@ async def get_metrics(request: web.Request) -> web.Response:
         pending = cache.metrics_pending
         if pending is None or pending[0] != serial:
             d.metrics.overrides = tuple(d.override_presence())
-            pending = (serial, asyncio.ensure_future(asyncio.to_thread(d.metrics.render)))
+            pending = (serial, asyncio.ensure_future(asyncio.to_thread(d.metrics.exposition)))
             cache.metrics_pending = pending
         body = await asyncio.shield(pending[1])
         if cache.metrics_pending is pending:
             cache.metrics, cache.metrics_serial, cache.metrics_pending = body, serial, None
     else:
         body = cache.metrics
-    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+    # Prometheus always asks for gzip: the per-peer series repeat each 44-character key,
+    # which the compression takes back (docs/api.md, "Metrics": bytes per peer).
+    headers = {"Content-Type": CONTENT_TYPE_LATEST, "Vary": "Accept-Encoding"}
+    if accepts_gzip(request.headers.get("Accept-Encoding", "")):
+        headers["Content-Encoding"] = "gzip"
+        return web.Response(body=body.gzip, headers=headers)
+    return web.Response(body=body.plain, headers=headers)
 
 
 # ---------------------------------------------------------------------------------------
