@@ -17,6 +17,7 @@ import enum
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import numpy as np
 import numpy.typing as npt
@@ -120,6 +121,21 @@ def short_key(raw: bytes) -> str:
 
 # ---------------------------------------------------------------------------
 # What the data plane reports
+
+
+class PeerId(NamedTuple):
+    """One peer of one interface: what every layer keys a peer by (overrides, unmanaged
+    marks, events, look-ups in a snapshot). A named tuple: hashable, cheap, and equal to
+    the plain `(interface, public_key)` pair that JSON and state files decode to. Many
+    peers at once are columns (`PeerTable`: an interface index and an "S32" key array),
+    never a list of these."""
+
+    interface: str
+    public_key: bytes
+    """32 raw bytes."""
+
+    def __str__(self) -> str:
+        return f"{self.interface}/{short_key(self.public_key)}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -241,7 +257,11 @@ class SetPeerMode:
     reason: Reason | None = field(default=None, compare=False)
 
     def describe(self) -> str:
-        return f"peer {self.interface}/{short_key(self.public_key)} mode {self.mode}"
+        return f"peer {self.peer} mode {self.mode}"
+
+    @property
+    def peer(self) -> PeerId:
+        return PeerId(self.interface, self.public_key)
 
 
 @dataclass(frozen=True, slots=True)
@@ -252,7 +272,11 @@ class SetPeerCore:
     reason: Reason | None = field(default=None, compare=False)
 
     def describe(self) -> str:
-        return f"peer {self.interface}/{short_key(self.public_key)} core {self.core}"
+        return f"peer {self.peer} core {self.core}"
+
+    @property
+    def peer(self) -> PeerId:
+        return PeerId(self.interface, self.public_key)
 
 
 @dataclass(frozen=True, slots=True)
@@ -334,6 +358,10 @@ class Override:
     def active(self, wall_now: float) -> bool:
         return self.expires is None or wall_now < self.expires
 
+    @property
+    def peer(self) -> PeerId:
+        return PeerId(self.interface, self.public_key)
+
 
 # ---------------------------------------------------------------------------
 # What the controller reports (status API, CLI, metrics)
@@ -358,6 +386,10 @@ class PeerStatus:
     override: Override | None = None
     unmanaged: str | None = None
     """Why the controller stopped managing this peer (a permanent error), or None."""
+
+    @property
+    def peer(self) -> PeerId:
+        return PeerId(self.interface, self.public_key)
 
 
 @dataclass(frozen=True, slots=True)

@@ -121,3 +121,23 @@ def test_override_from_dict_rejects_bad_fields(field: str, value: object) -> Non
     d[field] = value
     with pytest.raises(ValueError):
         override_from_dict(d)
+
+
+def test_one_peer_identity_everywhere() -> None:
+    """PeerId is how every layer keys a peer: operations, overrides and status rows give
+    the same one, it equals the plain pair that JSON and state files decode to (so dicts
+    keyed either way agree), and it prints as operators abbreviate peers."""
+    from wghybrid.model import Mode, PeerClass, PeerId, PeerStatus, SetPeerCore, SetPeerMode
+
+    k = bytes(range(32))
+    peer = PeerId("wg0", k)
+    assert peer == ("wg0", k) and hash(peer) == hash(("wg0", k))
+    assert {("wg0", k): 1}[peer] == 1
+    assert str(peer) == "wg0/AAECAwQF"
+    assert SetPeerMode("wg0", k, Mode.INLINE).peer == peer
+    assert SetPeerCore("wg0", k, 3).peer == peer
+    assert Override("wg0", k, Mode.VANILLA).peer == peer
+    status = PeerStatus("wg0", k, "", Mode.INLINE, PeerClass.MOUSE, False, 0.0, 0.0, 0.0,
+                        -1, 0.0)
+    assert status.peer == peer
+    assert SetPeerMode("wg0", k, Mode.INLINE).describe() == "peer wg0/AAECAwQF mode inline"

@@ -33,6 +33,7 @@ from wghybrid.model import (
     Mode,
     Override,
     PeerClass,
+    PeerId,
     PeerStatus,
     PeerTable,
     encode_key,
@@ -49,7 +50,7 @@ NAMES = ("wg0", "wg1", "wg-ü")
 
 def reference_status(
     sample: GatewaySample, rates: Rates, pclass: np.ndarray, mode_since: np.ndarray,
-    pol: Policy, unmanaged: dict[bytes, str], unsupported: dict[tuple[str, str], str],
+    pol: Policy, unmanaged: dict[PeerId, str], unsupported: dict[tuple[str, str], str],
     overrides: list[Override], wall_now: float,
 ) -> tuple[InterfaceStatus, ...]:
     """Controller.status() as it was: one PeerStatus per peer, per tick."""
@@ -71,7 +72,7 @@ def reference_status(
                 mode=Mode(mode[i]), pclass=PeerClass(pcl[i]), pinned=ov is not None,
                 rx_bps=rx[i], tx_bps=tx[i], cpu=cpu[i], core=core[i],
                 time_in_mode=sample.now - since[i], override=ov,
-                unmanaged=unmanaged.get(dev.name.encode() + b"/" + pk),
+                unmanaged=unmanaged.get(PeerId(dev.name, pk)),
             ))
         inline_cores = frozenset(
             int(c) for c in peers.core[rows][peers.mode[rows] == Mode.INLINE] if c >= 0
@@ -185,11 +186,11 @@ def worlds(draw: st.DrawFn) -> dict[str, Any]:
         for _ in range(draw(st.integers(0, 4)))
     ]
     unmanaged = {
-        draw(st.sampled_from(all_names)).encode() + b"/" + draw(some_key):
+        PeerId(draw(st.sampled_from(all_names)), draw(some_key)):
             draw(st.sampled_from(["EPERM", "gone \u202e"]))
         for _ in range(draw(st.integers(0, 3)))
     }
-    unmanaged[b"junk"] = "never matches"
+    unmanaged[PeerId("wg0", b"junk")] = "never matches"
     return {
         "sample": sample, "rates": rates,
         "pclass": np.array(draw(st.lists(st.integers(0, 1), min_size=n, max_size=n)), np.uint8),

@@ -59,6 +59,7 @@ from wghybrid.model import (
     Operation,
     Override,
     PeerClass,
+    PeerId,
     Plan,
     Reason,
     SetCryptCores,
@@ -165,7 +166,7 @@ class Controller:
         self._costs = Costs()
         self._short_since: F64 = np.zeros(0)
         self._bound = False
-        self._unmanaged: dict[bytes, str] = {}
+        self._unmanaged: dict[PeerId, str] = {}
         self._unsupported: dict[tuple[str, str], str] = {}
         self.transitions = 0
 
@@ -241,7 +242,7 @@ class Controller:
             np.where(fresh, False, _take(st.auto, rows, False)).astype(bool),
         )
 
-    def _rows_of(self, keys: Sequence[tuple[str, bytes]]) -> list[int]:
+    def _rows_of(self, keys: Sequence[PeerId]) -> list[int]:
         if self._rates is None or not keys:
             return [-1] * len(keys)
         r = self._rates
@@ -338,14 +339,13 @@ class Controller:
                 peers.iface, [k for k, name in enumerate(ifnames) if name in pol.interfaces]
             )
         if self._unmanaged:
-            urows = self._rows_of([(i.decode(), k) for i, k in
-                                   (ident.split(b"/", 1) for ident in self._unmanaged)])
+            urows = self._rows_of(list(self._unmanaged))
             managed[[r for r in urows if r >= 0]] = False
         pin_mode = np.full(n, -1, dtype=np.int8)
         pin_core = np.full(n, -1, dtype=np.int32)
         live = [o for o in overrides if o.active(wall_now)]
         if live:
-            orows = self._rows_of([(o.interface, o.public_key) for o in live])
+            orows = self._rows_of([o.peer for o in live])
             for o, r in zip(live, orows, strict=True):
                 if r < 0:
                     continue
@@ -594,25 +594,21 @@ class Controller:
         if not permanent:
             return
         if isinstance(op, SetPeerMode | SetPeerCore):
-            self._unmanaged[op.interface.encode() + b"/" + op.public_key] = error
+            self._unmanaged[op.peer] = error
         elif isinstance(op, SetCryptCores):
             self._unsupported[(op.interface, "crypt_cores")] = error
         else:
             self._unsupported[(op.interface, "threaded_napi")] = error
 
     def manage(self, interface: str, public_key: bytes) -> None:
-        self._unmanaged.pop(interface.encode() + b"/" + public_key, None)
+        self._unmanaged.pop(PeerId(interface, public_key), None)
 
-    def unmanaged(self) -> dict[tuple[str, bytes], str]:
-        out = {}
-        for ident, why in self._unmanaged.items():
-            name, key = ident.split(b"/", 1)
-            out[(name.decode(), key)] = why
-        return out
+    def unmanaged(self) -> dict[PeerId, str]:
+        return dict(self._unmanaged)
 
     def mark_unmanaged(self, interface: str, public_key: bytes, reason: str) -> None:
         """Restore a mark from persisted state."""
-        self._unmanaged[interface.encode() + b"/" + public_key] = reason
+        self._unmanaged[PeerId(interface, public_key)] = reason
 
     # -- reporting ------------------------------------------------------------------
     def restore_plan(self) -> Plan:
@@ -622,11 +618,10 @@ class Controller:
         peers, st, ifn = self._sample.peers, self._peers, self._rates.ifnames if self._rates else ()
         ops: list[Operation] = []
         for i in np.flatnonzero(peers.mode != st.found_mode).tolist():
-            ident = ifn[int(peers.iface[i])].encode() + b"/" + raw_key(peers.key[i])
-            if ident in self._unmanaged:
+            peer = PeerId(ifn[int(peers.iface[i])], raw_key(peers.key[i]))
+            if peer in self._unmanaged:
                 continue
-            ops.append(SetPeerMode(ifn[int(peers.iface[i])], raw_key(peers.key[i]),
-                                   Mode(int(st.found_mode[i]))))
+            ops.append(SetPeerMode(*peer, Mode(int(st.found_mode[i]))))
         return tuple(ops)
 
     def status(self, overrides: Sequence[Override] = (), wall_now: float = 0.0) -> tuple[
@@ -650,7 +645,7 @@ class Controller:
         change), `key_at_change` and `key` (demand class * 2 + CPU-bound: it changes back
         only once they differ; 255: not changed by the controller), `bound` (1: the
         gateway is CPU-bound), `valid` (1: measured by the last tick)."""
-        (row,) = self._rows_of([(interface, public_key)])
+        (row,) = self._rows_of([PeerId(interface, public_key)])
         st, fast = self._peers, self._fast
         if row < 0 or st is None or fast is None or row >= st.changed_at.shape[0]:
             return None

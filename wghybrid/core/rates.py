@@ -22,7 +22,7 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from wghybrid.model import F64, KEY_LEN, U64, GatewaySample, Keys, PeerTable
+from wghybrid.model import F64, KEY_LEN, U64, GatewaySample, Keys, PeerId, PeerTable
 
 _COUNTERS = ("rx_bytes", "tx_bytes", "rx_packets", "tx_packets", "rx_cpu_ns", "tx_cpu_ns", "drops")
 _RATES = ("rx_bps", "tx_bps", "rx_pps", "tx_pps", "cpu", "drop_pps")
@@ -65,27 +65,6 @@ def key_bytes(key: Keys) -> np.ndarray:
     """The raw keys as an (n, 32) uint8 array (trailing NUL bytes included)."""
     arr = np.ascontiguousarray(np.asarray(key, dtype="S32"))
     return arr.view(np.uint8).reshape(-1, KEY_LEN)
-
-
-def identities(ifnames: tuple[str, ...], iface: np.ndarray, key: Keys) -> list[bytes]:
-    """One hashable identity per row: interface name + b"/" + raw key.
-
-    Built a whole interface at a time (one fixed-width byte array per interface, read
-    back as bytes), not concatenated per peer."""
-    iface = np.asarray(iface)
-    n = int(iface.shape[0])
-    raw = key_bytes(key)
-    names = [name.encode() + b"/" for name in ifnames]
-    codes = np.arange(len(names))[iface] if n else np.zeros(0, dtype=np.intp)  # IndexError
-    out = np.empty(n, dtype=object)
-    for code in np.unique(codes).tolist():
-        rows = np.flatnonzero(codes == code)
-        prefix = np.frombuffer(names[code], dtype=np.uint8)
-        block = np.empty((rows.shape[0], prefix.shape[0] + KEY_LEN), dtype=np.uint8)
-        block[:, : prefix.shape[0]] = prefix
-        block[:, prefix.shape[0]:] = raw[rows]
-        out[rows] = block.view(f"V{block.shape[1]}").ravel().tolist()
-    return list(out.tolist())
 
 
 def same_rows(prev: Rates, ifnames: tuple[str, ...], peers: PeerTable) -> bool:
@@ -201,9 +180,9 @@ def lookup(
 
 
 def rows_of(
-    ifnames: tuple[str, ...], iface: np.ndarray, key: Keys, wanted: Sequence[tuple[str, bytes]]
+    ifnames: tuple[str, ...], iface: np.ndarray, key: Keys, wanted: Sequence[PeerId]
 ) -> np.ndarray:
-    """For each (interface name, raw key) of `wanted`, its row in the table, or -1."""
+    """For each peer of `wanted`, its row in the table, or -1."""
     names = tuple(dict.fromkeys(name for name, _ in wanted))
     q_iface = np.array([names.index(name) for name, _ in wanted], dtype=np.int64)
     q_key = np.array([k for _, k in wanted], dtype="S32")

@@ -39,6 +39,7 @@ from wghybrid.model import (
     Mode,
     Override,
     PeerClass,
+    PeerId,
     PeerStatus,
 )
 from wghybrid.policy import Policy
@@ -413,9 +414,9 @@ def has_peer(status: InterfaceStatus, key: bytes) -> bool:
 
 
 def locate(
-    snapshot: Sequence[InterfaceStatus], wanted: Sequence[tuple[str, bytes]]
+    snapshot: Sequence[InterfaceStatus], wanted: Sequence[PeerId]
 ) -> list[tuple[PeerColumns, int] | None]:
-    """For each (interface, raw key), its peer's columns and row in `snapshot`, or None."""
+    """For each peer of `wanted`, its columns and row in `snapshot`, or None."""
     out: list[tuple[PeerColumns, int] | None] = [None] * len(wanted)
     if not wanted:
         return out
@@ -434,15 +435,15 @@ def locate(
 def marks_of(cols: PeerColumns, wanted: Sequence[bytes]) -> np.ndarray:
     """For each row of `cols`, the index in `wanted` (distinct raw keys) of its key, or -1."""
     return _marks((cols.interface,), np.zeros(len(cols), dtype=np.int32), cols.key,
-                  [(cols.interface, k) for k in wanted])
+                  [PeerId(cols.interface, k) for k in wanted])
 
 
 def _marks(
     ifnames: tuple[str, ...], iface: np.ndarray, key: Keys,
-    wanted: Sequence[tuple[str, bytes]],
+    wanted: Sequence[PeerId],
 ) -> np.ndarray:
-    """For each row of the table, the index in `wanted` of its (interface, key), or -1;
-    `wanted` lists each at most once."""
+    """For each row of the table, the index in `wanted` of its peer, or -1; `wanted` lists
+    each at most once."""
     usable = [(i, (name, k)) for i, (name, k) in enumerate(wanted) if len(k) == KEY_LEN]
     if not usable:
         return np.full(int(np.asarray(key).shape[0]), -1, dtype=np.int64)
@@ -457,21 +458,6 @@ def _marks(
     return np.where(found >= 0, index[np.maximum(found, 0)], -1)
 
 
-def _split_unmanaged(marks: Mapping[bytes, str]) -> list[tuple[tuple[str, bytes], str]]:
-    """The controller's marks (b"<interface>/<raw key>") as ((interface, key), reason);
-    a mark that no peer's identity could equal is left out."""
-    out = []
-    for ident, why in marks.items():
-        if len(ident) < KEY_LEN + 1 or ident[-KEY_LEN - 1] != ord("/"):
-            continue
-        try:
-            name = ident[: -KEY_LEN - 1].decode()
-        except UnicodeDecodeError:
-            continue
-        out.append(((name, ident[-KEY_LEN:]), why))
-    return out
-
-
 def _u64(column: U64, rows: np.ndarray | slice) -> U64:
     return np.array(column[rows], dtype=np.uint64)
 
@@ -482,7 +468,7 @@ def build_status(
     pclass: U8,
     mode_since: F64,
     policy: Policy,
-    unmanaged: Mapping[bytes, str],
+    unmanaged: Mapping[PeerId, str],
     unsupported: Mapping[tuple[str, str], str],
     overrides: Sequence[Override],
     wall_now: float,
@@ -494,7 +480,7 @@ def build_status(
     here loops over peers in Python."""
     peers = sample.peers
     ifnames = tuple(dev.name for dev in sample.interfaces)
-    pins = {(o.interface, o.public_key): o for o in overrides if o.active(wall_now)}
+    pins = {o.peer: o for o in overrides if o.active(wall_now)}
     cores = frozenset(c for c in (policy.cores or range(sample.cores)) if c < sample.cores)
     k = len(sample.interfaces)
     n = len(peers)
@@ -505,9 +491,9 @@ def build_status(
         pins, unmanaged = {}, {}
     pin_list = tuple(pins.values())
     pin = _marks(ifnames, look, peers.key, tuple(pins)) if pins else None
-    marks = _split_unmanaged(unmanaged) if unmanaged else []
+    marks = [(p, why) for p, why in unmanaged.items() if len(p.public_key) == KEY_LEN]
     reasons = tuple(why for _, why in marks)
-    why = _marks(ifnames, look, peers.key, [m for m, _ in marks]) if marks else None
+    why = _marks(ifnames, look, peers.key, [p for p, _ in marks]) if marks else None
     time_in_mode = sample.now - np.asarray(mode_since, dtype=np.float64)
     managed = sorted(cores)
     drop_pps = rates.drop_pps if rates.drop_pps.shape == (n,) else None

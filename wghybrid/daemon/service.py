@@ -40,16 +40,13 @@ from wghybrid.daemon.events import (
     DONE,
     FAILED,
     OPERATOR,
-    OVERRIDE,
-    OVERRIDE_CLEAR,
-    OVERRIDE_EXPIRE,
-    OVERRIDE_SET,
     POLICY_RELOAD,
     REJECTED,
     EventLog,
 )
 from wghybrid.daemon.metrics import DaemonMetrics
 from wghybrid.daemon.notify import Notifier, watchdog_period
+from wghybrid.daemon.overrides import OverrideBook
 from wghybrid.daemon.report import (
     Reporter,
     log_event,
@@ -57,8 +54,6 @@ from wghybrid.daemon.report import (
 from wghybrid.daemon.state import (
     DaemonState,
     StateStore,
-    Unmanaged,
-    sorted_overrides,
 )
 from wghybrid.daemon.tick import TickResult, run_tick
 from wghybrid.dataplane import (
@@ -70,15 +65,13 @@ from wghybrid.model import (
     U64,
     InterfaceStatus,
     Override,
+    PeerId,
     Reason,
     SetPeerMode,
 )
 from wghybrid.policy import Policy
 
 log = logging.getLogger("wghybrid.daemon")
-
-OverrideKey = tuple[str, bytes]
-
 
 class Daemon:
     """Owns everything one gateway's daemon has: controller, overrides, snapshot, metrics."""
@@ -113,13 +106,10 @@ class Daemon:
         self.watchdog_period = watchdog_period()
         """Half of systemd's WatchdogSec when it watches us, else None."""
 
-        self.overrides: dict[OverrideKey, Override] = {}
         self.snapshot: tuple[InterfaceStatus, ...] = ()
         self.serial = 0
         """Bumped whenever the snapshot, the policy or an error count changes (each tick,
         at least); the API's cached answers are keyed on it."""
-        self.overrides_serial = 0
-        """Bumped whenever an override is set, cleared or dropped."""
         self.ticks = 0
         self.last_tick: float | None = None
         self.last_error: str | None = None
@@ -127,8 +117,6 @@ class Daemon:
         self.exit_code = 0
         self.stopping = asyncio.Event()
         self._ready = False
-        self._persisted_unmanaged: dict[OverrideKey, str] = {}
-        self._state_lock = asyncio.Lock()
         self._reload_lock = asyncio.Lock()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._stop_waiter: asyncio.Task[Any] | None = None
@@ -139,11 +127,11 @@ class Daemon:
         self.events = EventLog(clock=wall, sink=log_event)
         """Every change and refusal, as data (`wghybrid.daemon.events`): GET /v1/events, the log
         lines and the journal's fields are renderings of it."""
-        self._override_by: dict[OverrideKey, str] = {}
-        """Who set each override, where the API knew it (in memory: not persisted)."""
         self.report = Reporter(self.events, self.name_of, self.override_by,
                                lambda: self.dry_run)
         """Operations and their results as events (wghybrid.daemon.report)."""
+        self.book = OverrideBook(store, self.report, wall=wall, dry_run=lambda: self.dry_run)
+        """The overrides and the persisted marks (wghybrid.daemon.overrides)."""
         self.metrics = DaemonMetrics(
             lambda: self.snapshot,
             self._info,
@@ -181,16 +169,15 @@ class Daemon:
         return Health("ok" if ok else "degraded", self.ticks, self.last_tick, self.last_error)
 
     def live_overrides(self) -> list[Override]:
-        now = self.wall()
-        return [o for o in sorted_overrides(self.overrides.values()) if o.active(now)]
+        return self.book.live()
 
-    def present(self, keys: list[OverrideKey]) -> list[bool]:
-        """For each (interface, key), whether the peer is in the last snapshot."""
+    def present(self, keys: list[PeerId]) -> list[bool]:
+        """For each peer, whether it is in the last snapshot."""
         return [at is not None for at in locate(self.snapshot, keys)]
 
-    def peer_names(self, keys: list[OverrideKey]) -> list[str]:
-        """For each (interface, key) of an override, its friendly name: the snapshot's,
-        else the policy's, else ""."""
+    def peer_names(self, keys: list[PeerId]) -> list[str]:
+        """For each peer of an override, its friendly name: the snapshot's, else the
+        policy's, else ""."""
         policy_names = self.policy.names
         out = []
         for key, at in zip(keys, locate(self.snapshot, keys), strict=True):
@@ -208,121 +195,38 @@ class Daemon:
 
     def override_by(self, interface: str, public_key: bytes) -> str:
         """Who set the peer's override, where the API knew it ("" otherwise)."""
-        return self._override_by.get((interface, public_key), "")
+        return self.book.by(interface, public_key)
 
     def override_presence(self) -> list[tuple[Override, bool]]:
         live = self.live_overrides()
-        return list(zip(live, self.present([(o.interface, o.public_key) for o in live]),
-                        strict=True))
+        return list(zip(live, self.present([o.peer for o in live]), strict=True))
 
-    # -- state ---------------------------------------------------------------------
+    # -- overrides and state (wghybrid.daemon.overrides) ------------------------------
+    @property
+    def overrides(self) -> dict[PeerId, Override]:
+        return self.book.overrides
+
+    @property
+    def overrides_serial(self) -> int:
+        return self.book.serial
+
     def restore_state(self, state: DaemonState) -> None:
         """Adopt the persisted overrides and unmanaged marks (before the first tick)."""
-        for o in state.overrides:
-            self.overrides[(o.interface, o.public_key)] = o
+        self.book.restore(state)
         for u in state.unmanaged:
             self.controller.mark_unmanaged(u.interface, u.public_key, u.reason)
-            self._persisted_unmanaged[(u.interface, u.public_key)] = u.reason
         if state.overrides or state.unmanaged:
-            log.info(
-                "restored %d override(s) and %d unmanaged mark(s) from %s",
-                len(state.overrides),
-                len(state.unmanaged),
-                self.store.path,
-            )
-
-    def _current_state(self, unmanaged: dict[OverrideKey, str]) -> DaemonState:
-        marks = tuple(Unmanaged(i, k, why) for (i, k), why in sorted(unmanaged.items()))
-        return DaemonState(sorted_overrides(self.overrides.values()), marks)
-
-    async def _persist(self, unmanaged: dict[OverrideKey, str] | None = None) -> None:
-        """Write overrides + unmanaged marks; the caller holds `_state_lock`."""
-        marks = self._persisted_unmanaged if unmanaged is None else unmanaged
-        if self.dry_run:
-            self._persisted_unmanaged = dict(marks)
-            return
-        await asyncio.to_thread(self.store.save, self._current_state(marks))
-        self._persisted_unmanaged = dict(marks)
+            log.info("restored %d override(s) and %d unmanaged mark(s) from %s",
+                     len(state.overrides), len(state.unmanaged), self.store.path)
 
     async def set_override(self, override: Override, by: str = "") -> Override:
-        """Pin a peer (replacing its previous override); persisted before returning.
-        `by`: who asked, for the event log."""
-        key = (override.interface, override.public_key)
-        async with self._state_lock:
-            previous = self.overrides.get(key)
-            self.overrides[key] = override
-            try:
-                await self._persist()
-            except OSError:
-                if previous is None:
-                    del self.overrides[key]
-                else:
-                    self.overrides[key] = previous
-                raise
-            self.overrides_serial += 1
-        if by:
-            self._override_by[key] = by
-        else:
-            self._override_by.pop(key, None)
-        what = [f"mode {override.mode}"] if override.mode is not None else []
-        if override.core is not None:
-            what.append(f"core {override.core}")
-        if override.expires is not None:
-            what.append(f"expires {time.strftime('%FT%TZ', time.gmtime(override.expires))}")
-        self.report.peer_event(
-            OVERRIDE_SET, DONE, override.interface, override.public_key, value=" ".join(what),
-            reason=Reason("override", override.reason,
-                          (("expires", override.expires),) if override.expires else ()),
-            cause=OPERATOR, by=by,
-        )
-        return override
+        """Pin a peer (replacing its previous override); persisted before returning."""
+        return await self.book.set(override, by)
 
     async def clear_override(
         self, interface: str, public_key: bytes, by: str = ""
     ) -> Override | None:
-        key = (interface, public_key)
-        async with self._state_lock:
-            previous = self.overrides.pop(key, None)
-            if previous is None:
-                return None
-            try:
-                await self._persist()
-            except OSError:
-                self.overrides[key] = previous
-                raise
-            self.overrides_serial += 1
-        self._override_by.pop(key, None)
-        self.report.peer_event(OVERRIDE_CLEAR, DONE, interface, public_key, cause=OPERATOR, by=by)
-        return previous if previous.active(self.wall()) else None
-
-    async def _drop_expired(self, wall_now: float) -> None:
-        expired = [k for k, o in self.overrides.items() if not o.active(wall_now)]
-        if not expired:
-            return
-        async with self._state_lock:
-            dropped = [self.overrides.pop(k) for k in expired if k in self.overrides]
-            try:
-                await self._persist()
-            except OSError as exc:
-                log.error("cannot save state to %s: %s", self.store.path, exc)
-            self.overrides_serial += 1
-        for o in dropped:
-            self._override_by.pop((o.interface, o.public_key), None)
-            self.report.peer_event(
-                OVERRIDE_EXPIRE, DONE, o.interface, o.public_key, cause=OVERRIDE,
-                reason=Reason("expired", "the override's time ran out",
-                              (("expires", o.expires),) if o.expires is not None else ()),
-            )
-
-    async def _persist_unmanaged(self) -> None:
-        marks = self.controller.unmanaged()
-        if marks == self._persisted_unmanaged:
-            return
-        async with self._state_lock:
-            try:
-                await self._persist(marks)
-            except OSError as exc:
-                log.error("cannot save state to %s: %s", self.store.path, exc)
+        return await self.book.clear(PeerId(interface, public_key), by)
 
     # -- policy ----------------------------------------------------------------------
     async def reload_policy(self, by: str = "") -> Policy:
@@ -374,7 +278,7 @@ class Daemon:
         wall_now = self.wall()
         result: TickResult | None = None
         try:
-            await self._drop_expired(wall_now)
+            await self.book.drop_expired(wall_now)
             overrides = tuple(self.overrides.values())
             result = await run_tick(
                 self.dataplane,
@@ -422,7 +326,7 @@ class Daemon:
                 self.metrics.transient_errors.inc()
         self.last_error = f"{self.report.describe(errors[-1].op)}: {errors[-1].error}" \
             if errors else None
-        await self._persist_unmanaged()
+        await self.book.persist_unmanaged(self.controller.unmanaged())
         if self.manage_gc:
             self._collect_garbage()
         if not self._ready:

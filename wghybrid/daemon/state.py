@@ -231,4 +231,4 @@ class StateStore:
 
 
 def sorted_overrides(overrides: Iterable[Override]) -> tuple[Override, ...]:
-    return tuple(sorted(overrides, key=lambda o: (o.interface, o.public_key)))
+    return tuple(sorted(overrides, key=lambda o: o.peer))

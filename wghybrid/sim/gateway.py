@@ -18,6 +18,7 @@ from wghybrid.model import (
     InterfaceState,
     Mode,
     Operation,
+    PeerId,
     PeerTable,
     SetCryptCores,
     SetPeerCore,
@@ -63,7 +64,7 @@ class SimGateway:
                               dtype=np.int32).reshape(n)
         self._iface_arg = self.iface if len(self.interfaces) > 1 else None
         self.keys = np.array([t.public_key for t in tunnels], dtype="S32").reshape(n)
-        self._index = {(t.interface, t.public_key): i for i, t in enumerate(tunnels)}
+        self._index = {PeerId(t.interface, t.public_key): i for i, t in enumerate(tunnels)}
         self.mode = np.array([t.initial_mode for t in tunnels], dtype=np.uint8).reshape(n)
         self.core = np.full(n, -1, dtype=np.int32)
         self.crypt_pools: dict[str, frozenset[int]] = {
@@ -193,7 +194,7 @@ class SimGateway:
     def _peer(self, interface: str, key: bytes) -> int:
         self._device(interface)
         raw = raw_key(key)  # numpy "S32" elements lose trailing NULs
-        i = self._index.get((interface, raw))
+        i = self._index.get(PeerId(interface, raw))
         if i is None or not self.present[i]:
             raise PermanentError(f"no peer {short_key(raw)} on {interface}")
         return i
@@ -245,7 +246,7 @@ class SimGateway:
 
     def _row(self, key: bytes, interface: str | None) -> int:
         iface = self.interfaces[0] if interface is None else interface
-        return self._index[(iface, raw_key(key))]
+        return self._index[PeerId(iface, raw_key(key))]
 
     def remove_peer(self, key: bytes, interface: str | None = None) -> None:
         """The peer vanishes (wg set ... peer X remove): no longer sampled, no traffic.

@@ -15,6 +15,7 @@ from wghybrid.daemon.api.routes import _find_interface, _query_one, _shown
 from wghybrid.daemon.explain import explain_peer
 from wghybrid.model import (
     BadKeyError,
+    PeerId,
     decode_key,
     encode_key,
 )
@@ -169,7 +170,7 @@ async def get_explain(request: web.Request) -> web.Response:
     cols = columns(found)
     row = _find_peer(cols, text, d.policy.names)
     key = cols.raw_keys()[row]
-    override = _live(d).get((iface, key))
+    override = _live(d).get(PeerId(iface, key))
     mine = d.events.last(10, ev.matcher(iface, encode_key(key)))
     data = explain_peer(d.controller, cols, row, override, mine, d.last_tick)
     return web.json_response(data, dumps=_encode)

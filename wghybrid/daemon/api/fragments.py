@@ -20,6 +20,7 @@ from wghybrid.model import (
     Mode,
     Override,
     PeerClass,
+    PeerId,
     PeerStatus,
     encode_key,
     format_cores,
@@ -63,14 +64,14 @@ class Fragments:
             out.append((i.name, head, cols, _peer_fragments(cols)))
         return Fragments(serial, tuple(out))
 
-    def peers(self, name: str | None, live: dict[tuple[str, bytes], Override]) -> str:
+    def peers(self, name: str | None, live: dict[PeerId, Override]) -> str:
         return ", ".join(
             _join_peers(cols, bases, live)
             for iname, _, cols, bases in self.interfaces
             if (name is None or iname == name) and bases
         )
 
-    def interfaces_json(self, live: dict[tuple[str, bytes], Override]) -> str:
+    def interfaces_json(self, live: dict[PeerId, Override]) -> str:
         return ", ".join(
             f'{head}, "peers": [{self.peers(name, live)}]}}' for name, head, _, _ in self.interfaces
         )
@@ -108,7 +109,7 @@ def _peer_fragments(cols: PeerColumns) -> list[str]:
 
 
 def _join_peers(
-    cols: PeerColumns, bases: list[str], live: dict[tuple[str, bytes], Override]
+    cols: PeerColumns, bases: list[str], live: dict[PeerId, Override]
 ) -> str:
     """The peers of one interface, each closed by its live override (or none)."""
     sep = _UNPINNED + ", "
@@ -181,7 +182,7 @@ def _cpulist(cores: frozenset[int]) -> str:
 
 
 def interface_json(
-    i: InterfaceStatus, overrides: dict[tuple[str, bytes], Override], with_peers: bool = True
+    i: InterfaceStatus, overrides: dict[PeerId, Override], with_peers: bool = True
 ) -> dict[str, Any]:
     """An interface as the API shows it (components/schemas/Interface)."""
     out: dict[str, Any] = {
@@ -194,12 +195,12 @@ def interface_json(
         "summary": columns(i).summary_json(),
     }
     if with_peers:
-        out["peers"] = [peer_json(p, overrides.get((p.interface, p.public_key))) for p in i.peers]
+        out["peers"] = [peer_json(p, overrides.get(p.peer)) for p in i.peers]
     return out
 
 
-def _live(daemon: DaemonView) -> dict[tuple[str, bytes], Override]:
-    return {(o.interface, o.public_key): o for o in daemon.live_overrides()}
+def _live(daemon: DaemonView) -> dict[PeerId, Override]:
+    return {o.peer: o for o in daemon.live_overrides()}
 
 
 def override_json(o: Override, present: bool, name: str) -> dict[str, Any]:
@@ -209,7 +210,7 @@ def override_json(o: Override, present: bool, name: str) -> dict[str, Any]:
 
 
 def _override_listing(d: DaemonView, overrides: list[Override]) -> list[dict[str, Any]]:
-    keys = [(o.interface, o.public_key) for o in overrides]
+    keys = [o.peer for o in overrides]
     return [
         override_json(o, here, name)
         for o, here, name in zip(overrides, d.present(keys), d.peer_names(keys), strict=True)

@@ -34,6 +34,7 @@ from wghybrid.model import (
     InterfaceStatus,
     Mode,
     Override,
+    PeerId,
     control_character,
     decode_key,
 )
@@ -63,7 +64,7 @@ async def get_health(request: web.Request) -> web.Response:
     return web.Response(body=cache.health, content_type="application/json")
 
 
-Build = Callable[[Fragments, dict[tuple[str, bytes], Override]], str]
+Build = Callable[[Fragments, dict[PeerId, Override]], str]
 
 
 def _cached(request: web.Request, name: str, build: Build) -> web.Response:
@@ -86,7 +87,7 @@ def _cached(request: web.Request, name: str, build: Build) -> web.Response:
 async def get_status(request: web.Request) -> web.Response:
     d = request.app[DAEMON]
 
-    def build(fragments: Fragments, live: dict[tuple[str, bytes], Override]) -> str:
+    def build(fragments: Fragments, live: dict[PeerId, Override]) -> str:
         pol = d.policy
         absent = [o for o, here in zip(live.values(), d.present(list(live)), strict=True)
                   if not here]
@@ -128,7 +129,7 @@ async def get_peers(request: web.Request) -> web.Response:
     if name is not None:
         _find_interface(d.snapshot, name)  # 404 for an unknown one
 
-    def build(fragments: Fragments, live: dict[tuple[str, bytes], Override]) -> str:
+    def build(fragments: Fragments, live: dict[PeerId, Override]) -> str:
         return f'{{"peers": [{fragments.peers(name, live)}]}}'
 
     return _cached(request, "peers" if name is None else "peers/" + name, build)
@@ -137,7 +138,7 @@ async def get_peers(request: web.Request) -> web.Response:
 async def get_overrides(request: web.Request) -> web.Response:
     d = request.app[DAEMON]
 
-    def build(fragments: Fragments, live: dict[tuple[str, bytes], Override]) -> str:
+    def build(fragments: Fragments, live: dict[PeerId, Override]) -> str:
         listing = _override_listing(d, list(live.values()))
         # By interface, then name (the unnamed last), then key: the order people look.
         listing.sort(key=lambda o: (o["interface"], not o["name"], o["name"], o["public_key"]))
@@ -296,7 +297,7 @@ async def delete_override(request: web.Request) -> web.Response:
 async def get_policy(request: web.Request) -> web.Response:
     d = request.app[DAEMON]
 
-    def build(fragments: Fragments, live: dict[tuple[str, bytes], Override]) -> str:
+    def build(fragments: Fragments, live: dict[PeerId, Override]) -> str:
         # policy_to_dict encodes every name's key: once per tick, not once per request
         return _encode({"policy": policy_to_dict(d.policy), "error": d.policy_error})
 
