@@ -242,6 +242,14 @@ def header_struct(text: str, name: str = "wgh_peer_record") -> list[tuple[str, s
     return out
 
 
+def documented_record(text: str) -> list[tuple[str, int, int]]:
+    """(field, offset, size) of the record's table in the header's comment
+    ("offset size field")."""
+    table = text.split("offset size field", 1)[1].split("*/", 1)[0]
+    rows = re.findall(r"^ \*\s+(\d+)\s+(\d+) (\w+)", table, re.M)
+    return [(name, int(off), int(size)) for off, size, name in rows]
+
+
 def header_struct_size(text: str, name: str = "wgh_peer_record") -> int:
     members = header_struct(text, name)
     align = max(SCALAR_SIZE.get(t, 1) for _, t, _, _ in members)
@@ -288,6 +296,9 @@ def check_header(spec: Spec, text: str) -> None:
     spec_struct = [(n, t, o, z) for n, t, o, z in struct_members(spec)]
     c_struct = header_struct(text)
     assert spec_struct == c_struct, f"struct: spec {spec_struct} != header {c_struct}"
+    doc_table = documented_record(text)
+    assert [(n, o, z) for n, _, o, z in spec_struct] == doc_table, \
+        f"struct: spec {spec_struct} != the header's table {doc_table}"
     size = spec_struct[-1][2] + spec_struct[-1][3]
     assert size == header_struct_size(text) == uapi_consts(spec)["WGH_STATS_RECORD_SIZE"], size
     assert limit(spec, consts(spec)["wgh-peer-record"]["members"][0]["len"]) == \
@@ -340,7 +351,8 @@ def policy_entry(init: str, names: dict[str, Any]) -> tuple[str, dict[str, int]]
 
 def check_policy(spec: Spec, patch: str, header_text: str) -> None:
     """The series' policy table is the spec's global policy: each attribute some
-    request carries, with its type and checks; every other one NLA_REJECT."""
+    request carries, with its type and checks; every other one NLA_REJECT; each entry's
+    index (WGH_A_*, as the header numbers it) is the spec's attribute value."""
     names = header_names(header_text)
     table = policy_table(patch)
     accepted = request_attrs(spec)
@@ -375,7 +387,8 @@ def check_ops(spec: Spec, patch: str, header_text: str) -> None:
     """The series' genl_ops and genl_family are the spec's operations: the same
     commands, do = .doit, dump = .dumpit with pre/post = .start/.done, the same
     permission flags; one policy for the family (kernel-policy global), strict for
-    every command (no dont-validate, no resv_start_op), no multicast group."""
+    every command (no dont-validate, no resv_start_op), no multicast group; each
+    .cmd (WGH_CMD_*, as the header numbers it) is the spec's operation value."""
     ops = genl_ops(patch)
     spec_ops = [op for op in operations(spec) if "attribute-set" in op]
     assert set(ops) == {op["c-name"] for op in spec_ops}, f"kernel ops {sorted(ops)}"

@@ -72,8 +72,13 @@ def tree() -> Path:
              ' tar -x -C "$3" --strip-components=1 "$2/tools/net/ynl" "$2/Documentation/netlink"',
              "-", str(deb), src, str(tmp)], check=True, timeout=600, stdin=subprocess.DEVNULL)
         (tmp / ".done").touch()
-        shutil.rmtree(dst, ignore_errors=True)
-        tmp.rename(dst)
+        try:
+            tmp.rename(dst)
+        except OSError:  # another run got there first (or left a half one: replace it)
+            if not (dst / ".done").exists():
+                shutil.rmtree(dst, ignore_errors=True)
+                tmp.rename(dst)
+        shutil.rmtree(tmp, ignore_errors=True)
     return dst
 
 

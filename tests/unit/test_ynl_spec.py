@@ -24,7 +24,8 @@ def spec() -> y.Spec:
 def test_spec_matches_the_uapi_header(spec: y.Spec) -> None:
     """Family name and version, every const, the mode, attribute and command enums
     (values and MAX) and the record's members, sizes and offsets as gcc lays out
-    struct wgh_peer_record (the gcc check itself: tests/kernel/test_ynl.py)."""
+    struct wgh_peer_record (the gcc check itself: tests/kernel/test_ynl.py) and as the
+    header's comment tabulates them."""
     y.check_header(spec, y.HEADER.read_text())
 
 
