@@ -19,6 +19,17 @@
  * exactly 32 bytes and a binary attribute longer than its maximum are -ERANGE
  * (the kernel checks lengths of binary attributes as ranges). An extended ACK message says which attribute was wrong.
  *
+ * The same interface in the kernel's YNL format is kmod/spec/wghybrid.yaml
+ * (genetlink-legacy, as upstream keeps its specs in Documentation/netlink/specs/):
+ * every attribute with the checks of the policy table, each command's request
+ * and reply, and struct wgh_peer_record as a YNL struct, with the counters'
+ * meanings. tests/unit/test_ynl_spec.py holds this header, the spec, the policy
+ * table and ops of both series and the daemon's reader to one another, and
+ * tests/kernel/test_ynl.py the spec to the kernel's YNL schema and tools: change
+ * them together. This header is not generated from the spec: linux 6.12's
+ * ynl-gen-c makes the same enums, but not the struct, the constants' names
+ * (it prefixes the family's name) or this documentation.
+ *
  * Permissions: commands that change state (WGH_CMD_SET_DEVICE, WGH_CMD_SET_PEER)
  * need CAP_NET_ADMIN in the initial user namespace (GENL_ADMIN_PERM), because
  * they place work on the host's CPUs; the read commands (WGH_CMD_GET_DEVICE,
