@@ -209,9 +209,10 @@ def test_a_tunnel_made_inline_as_its_load_fell_is_probed_again_when_it_rises() -
 
 def test_a_full_core_left_to_its_capped_tunnel_says_why() -> None:
     # Core 0: a tunnel capped at 2.4 Gbps using 0.9 of it (held inline by an operator
-    # pin; its core saturated with the mice) beside two mice; cores 1 and 2 at 0.8 each (too close to core 0 for evening
-    # out). Core 0 is saturated and full, not short: the mice are moved off, each move
-    # with the rule "core-full" and the core's typical load.
+    # pin) beside two mice that saturate the core with it; cores 1 and 2 at 0.8 each
+    # (too close to core 0 for evening out). Core 0 is saturated and full, not short:
+    # the mice are moved off, each move with the rule "core-full" and the core's
+    # typical load.
     gw = Gateway(5, cores=3)
     gw.core[:] = [0, 0, 0, 1, 2]
     c = Controller(policy(dwell=5.0, heat=1.0))
