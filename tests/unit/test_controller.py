@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from wghybrid.core.controller import ADOPT_SETTLE, Controller
 from wghybrid.daemon.tick import run_tick
 from wghybrid.dataplane import PermanentError, TransientError
-from wghybrid.model import GatewaySample, Mode, Operation, Override, SetPeerMode
+from wghybrid.model import GatewaySample, Mode, Operation, Override, SetPeerCore, SetPeerMode
 from wghybrid.policy import Classify, Policy
 
 pytestmark = pytest.mark.unit
@@ -186,3 +186,46 @@ def test_restore_plan_puts_back_found_modes() -> None:
     drive(c, gw, np.array([0.1, 0.1]), 10)
     assert gw.mode.tolist() == [Mode.INLINE, Mode.INLINE]
     assert c.restore_plan() == (SetPeerMode("wg0", key(0), Mode.VANILLA),)
+
+
+def test_a_tunnel_made_inline_as_its_load_fell_is_probed_again_when_it_rises() -> None:
+    # Vanilla at 4 Gbps, its load falls to 1: made inline once its (smoothed) estimate
+    # is under the demote level (2.5 here), its smoothed rate still about that. What it
+    # got in vanilla is its last reading there (1 Gbps), not that lagging average: when
+    # the load rises to 4 again, its capped inline 2.8 is not "what vanilla gave it", and
+    # it is probed and made vanilla again (read against the average, 2.8 was within
+    # KNOWN_MARGIN of it and it stayed inline for KNOWN_FOR).
+    gw = Gateway(1, cores=8)
+    c = Controller(Policy(interval=1.0, smoothing=3.0,
+                          classify=Classify(min_dwell=10.0, latent_heat=1.0,
+                                            promote_gbps=3.0, demote_gbps=2.5)))
+    hist = drive(c, gw, np.array([4.0]), 40)
+    assert hist[-1] == [Mode.VANILLA]
+    hist = drive(c, gw, np.array([1.0]), 30)
+    assert hist[-1] == [Mode.INLINE]
+    hist = drive(c, gw, np.array([4.0]), 10)
+    assert hist[-1] == [Mode.VANILLA], hist
+
+
+def test_a_full_core_left_to_its_capped_tunnel_says_why() -> None:
+    # Core 0: a tunnel capped at 2.4 Gbps using 0.9 of it (held inline by an operator
+    # pin) beside two mice that saturate the core with it; cores 1 and 2 at 0.8 each
+    # (too close to core 0 for evening out). Core 0 is saturated and full, not short:
+    # the mice are moved off, each move with the rule "core-full" and the core's
+    # typical load.
+    gw = Gateway(5, cores=3)
+    gw.core[:] = [0, 0, 0, 1, 2]
+    c = Controller(policy(dwell=5.0, heat=1.0))
+    pin = Override("wg0", key(0), mode=Mode.INLINE)
+    reasons = []
+    for t in range(40):
+        big = 2.4 if t >= 20 else 0.8  # settled first, then the tunnel on core 0 rises
+        gbps = np.array([big, 0.1, 0.1, 2.24, 2.24])
+        gw.advance(1.0, gbps, np.minimum(gbps / 2.8, 1.0) + [0.04, 0, 0, 0, 0])
+        plan = c.plan(gw.sample(), [pin], 0.0)
+        reasons += [op.reason for op in plan if isinstance(op, SetPeerCore)
+                    and op.reason is not None]
+        gw.apply(plan)
+    assert len(reasons) == 2 and {r.rule for r in reasons} == {"core-full"}, reasons
+    assert all(dict(r.numbers)["core_load_before"] > 0.9 for r in reasons)
+    assert gw.core[0] == 0 and (gw.core[1:3] != 0).all()

@@ -208,6 +208,37 @@ def test_relief_never_fills_the_cold_core_past_capacity() -> None:
     assert moves == 1 and where.tolist() == [0, 2, 1, 2]
 
 
+def test_a_full_core_gives_a_tunnel_to_an_empty_core() -> None:
+    # A capped tunnel read as 0.9 of a core sharing a saturated core with a 0.2 one: 1.1
+    # cores, full but not short. With an empty core beside it, one of the two moves there
+    # and the big one has a core to itself (alone and still capped, its estimate
+    # compounds and the assignment can give it vanilla). Without an empty core (0.5 on
+    # each other core) nothing moves: full is not short.
+    moves, where = _typical_rebalance([0.9, 0.2, 0.5], [0.9, 0.2, 0.5], [0, 0, 1], 3)
+    assert moves == 1 and where[0] != where[1] and 2 in where.tolist()
+    moves, _ = _typical_rebalance([0.9, 0.2, 0.5, 0.5], [0.9, 0.2, 0.5, 0.5],
+                                  [0, 0, 1, 2], 3)
+    assert moves == 0
+
+
+def test_a_full_core_is_left_to_its_largest_tunnel_when_the_others_are_small() -> None:
+    # A 0.95 tunnel with three 0.03 mice on a saturated core (full, not short; no single
+    # mouse move gains MOVE_GAIN): the mice go to cores with room and the big tunnel is
+    # left alone. Not when the others are more than SHORT_MARGIN together (a pair that
+    # only fills its core is not relieved), nor past the budget, nor without room.
+    typ = [0.95, 0.03, 0.03, 0.03, 0.5, 0.6]
+    env = [1.0, 0.03, 0.03, 0.03, 0.55, 0.65]
+    moves, where = _typical_rebalance(typ, env, [0, 0, 0, 0, 1, 2], 3)
+    assert moves == 3 and (where[1:4] != 0).all() and where[0] == 0
+    moves, _ = _typical_rebalance(typ, env, [0, 0, 0, 0, 1, 2], 3, budget=2)
+    assert moves == 0
+    moves, _ = _typical_rebalance([0.8, 0.3, 0.5, 0.5], [0.8, 0.3, 0.5, 0.5], [0, 0, 1, 2], 3)
+    assert moves == 0
+    moves, _ = _typical_rebalance([0.95, 0.03, 0.03, 0.03, 0.89, 0.89],
+                                  [1.0, 0.03, 0.03, 0.03, 0.89, 0.89], [0, 0, 0, 0, 1, 2], 3)
+    assert moves == 0
+
+
 def test_spreading_does_not_shuffle_mice() -> None:
     # Typical loads 0.9 against 0.5 (a gap over SPREAD_GAP) on a core of mice of 0.03:
     # each move evens the cores by 0.06, under MOVE_GAIN: no move. A 0.2 tunnel there

@@ -12,14 +12,14 @@ from wghybrid.sim import ScenarioError, list_scenarios, load_scenario, parse_sce
 
 pytestmark = pytest.mark.unit
 
-SHIPPED = ["bursty-thresholds", "crowded-cores", "datamining-sites", "diurnal",
+SHIPPED = ["bursty-thresholds", "crowd-pairs", "crowded-cores", "datamining-sites", "diurnal",
            "elephants-churn", "elephants-to-mice", "few-elephants", "flash-crowd",
-           "lone-elephant", "medium-crowd", "mixed", "out-of-phase", "overload", "slow-ramp",
-           "slow-swings", "steady-mice", "steady-noisy", "tiny-plus-medium", "two-devices",
-           "websearch-sites"]
-MIXED = {"datamining-sites", "diurnal", "elephants-churn", "elephants-to-mice", "flash-crowd",
-         "medium-crowd", "mixed", "out-of-phase", "slow-ramp", "slow-swings", "steady-noisy",
-         "two-devices", "websearch-sites"}
+           "lone-elephant", "medium-crowd", "mixed", "out-of-phase", "overload",
+           "quarter-swings", "slow-ramp", "slow-swings", "steady-mice", "steady-noisy",
+           "tiny-plus-medium", "two-devices", "websearch-sites"]
+MIXED = {"crowd-pairs", "datamining-sites", "diurnal", "elephants-churn", "elephants-to-mice",
+         "flash-crowd", "medium-crowd", "mixed", "out-of-phase", "quarter-swings", "slow-ramp",
+         "slow-swings", "steady-noisy", "two-devices", "websearch-sites"}
 STEADY = {"crowded-cores", "lone-elephant", "mixed", "overload", "steady-mice", "steady-noisy",
           "tiny-plus-medium", "two-devices"}
 FOLDER = Path(__file__).resolve().parents[2] / "wghybrid" / "sim" / "scenarios"

@@ -47,7 +47,7 @@ from wghybrid.core.estimate import (
     dominant,
     update_demand,
 )
-from wghybrid.core.placement import PlanInput, PlanOutput, plan_operations
+from wghybrid.core.placement import SHORT_MARGIN, PlanInput, PlanOutput, plan_operations
 from wghybrid.core.rates import Rates, realign, rows_of, update_rates
 from wghybrid.core.status import build_status
 from wghybrid.model import (
@@ -313,12 +313,19 @@ class Controller:
             # and it is not probed again at once.
             got = np.where(rows_prev_ok(rows, prev), prev_gbps(prev, rows), np.nan) \
                 if prev is not None else np.full(n, np.nan)
+            # What it got there is its last reading there, not the smoothed rate: that
+            # lags a falling load by several seconds (a tunnel made inline as its load
+            # fell from 4.4 to 1.1 Gbps left vanilla with a smoothed ~2 as "known", and
+            # when its load rose again its capped 2.9 read as "about what vanilla gave":
+            # not probed, inline for the whole high half of its swing).
+            last = np.where(rows_prev_ok(rows, prev), prev_gbps(self._fast, rows), np.nan) \
+                if self._fast is not None and prev is not None else got
             known = before.known if before.known is not None else np.full(n, np.nan)
             age = before.known_age if before.known_age is not None else np.full(n, np.inf)
             # The probe's estimate has done its job once the mode changed: the new mode's
             # readings find the demand out, starting from what it got before.
             restart = changed & ~np.isnan(got)
-            before = replace(before, known=np.where(changed, got, known),
+            before = replace(before, known=np.where(changed, last, known),
                              known_age=np.where(changed, 0.0, age),
                              gbps=np.where(restart, got, before.gbps),
                              peak=np.where(restart, got, before.peak))
@@ -545,11 +552,29 @@ class Controller:
                     r = Reason("placed", f"placed for mode {Mode(int(out.mode[row]))} on "
                                f"core {op.core}, the least loaded", peer_nums)
                 elif out.mode[row] == Mode.INLINE and old >= 0 and old < core_load.shape[0] \
-                        and core_load[old] > 1.0:
+                        and core_load[old] > 1.0 + SHORT_MARGIN:
                     r = Reason("core-short",
                                f"core {old} is short: its inline tunnels usually want "
                                f"{_gb(float(core_load[old]))} cores (at their peaks "
                                f"{_gb(float(core_peak[old]))})", peer_nums +
+                               (("core_load_before", float(core_load[old])),
+                                ("core_peak_before", float(core_peak[old]))))
+                elif out.mode[row] == Mode.INLINE and 0 <= old < core_load.shape[0] \
+                        and old not in out.pool and (inp.saturated.shape[0] <= old
+                                                     or not inp.saturated[old]):
+                    r = Reason("spread", f"core {old} usually carries "
+                               f"{_gb(float(core_load[old]))} cores of inline work, core "
+                               f"{op.core} {_gb(float(core_load[op.core]))}: evened out",
+                               peer_nums + (("core_load_before", float(core_load[old])),))
+                elif out.mode[row] == Mode.INLINE and 0 <= old < core_load.shape[0] \
+                        and old not in out.pool:
+                    # Saturated and full, not short (placement._rebalance): a tunnel left
+                    # alone on a core, or one of its small neighbours moved off.
+                    r = Reason("core-full",
+                               f"core {old} is saturated and full (its inline tunnels usually "
+                               f"want {_gb(float(core_load[old]))} cores): its largest tunnel "
+                               f"gets a core to itself, where a capped reading shows whether "
+                               f"it wants more than one", peer_nums +
                                (("core_load_before", float(core_load[old])),
                                 ("core_peak_before", float(core_peak[old]))))
                 else:

@@ -219,6 +219,43 @@ def _choose_pool(
     return frozenset(pool + rest[: size - len(pool)])
 
 
+EVACUATE_SHARE = 0.75
+"""A saturated core's largest tunnel using at least this much of it (typical load), with
+the others together under `SHORT_MARGIN`, is the one pushing: the others are moved off."""
+
+
+def _evacuate(hot: int, cores: np.ndarray, movable: np.ndarray, new_core: I32, typical: F64,
+              typ_core: F64, core_load: F64, load: F64, limit: float,
+              budget: int) -> list[tuple[int, int]]:
+    """Moves that leave the largest tunnel of a saturated core alone on it: the others
+    (small: together under SHORT_MARGIN of a core, so the core reads full, never short,
+    and no single move gains MOVE_GAIN) each to the least loaded inline core they fit on
+    (typical and envelope within `limit`). None unless all of them are movable and fit
+    within the budget. Alone, a capped tunnel's estimate compounds (estimate.py): if it
+    wants more than a core, the assignment can give it vanilla; while it shares the core,
+    it reads as one core's worth and no stage finds out more."""
+    on = np.flatnonzero(new_core == hot)
+    if on.size < 2:
+        return []
+    big = int(on[np.argmax(typical[on])])
+    others = on[on != big]
+    if typical[big] < EVACUATE_SHARE or float(typical[others].sum()) > SHORT_MARGIN \
+            or not movable[others].all() or others.size > budget:
+        return []
+    t_core, e_core = typ_core.copy(), core_load.copy()
+    colds = cores[cores != hot]
+    moves: list[tuple[int, int]] = []
+    for i in others[np.argsort(-typical[others], kind="stable")].tolist():
+        fits = colds[(t_core[colds] + typical[i] <= limit) & (e_core[colds] + load[i] <= limit)]
+        if fits.size == 0:
+            return []
+        to = int(fits[np.argmin(e_core[fits])])
+        t_core[to] += typical[i]
+        e_core[to] += load[i]
+        moves.append((i, to))
+    return moves
+
+
 def _rebalance(
     core_load: F64, cores: np.ndarray, movable: np.ndarray, load: F64, new_core: I32,
     touched: np.ndarray, budget: int, params: Placement, limit: float = 1.0,
@@ -246,37 +283,73 @@ def _rebalance(
     saturates now and then, its tunnels' peaks over the limit but their means under it,
     loses little and nothing a move would win back for long: under +-30 % noise, peaks
     always add up over the limit somewhere, and relieving them was a core move every few
-    seconds. Updates `core_load`, `new_core` and `touched` in place; returns the budget
-    left."""
+    seconds.
+
+    With `typical` given (inline cores), a core that is only *full* (saturated, over
+    `limit` but not short) is not relieved onto cores holding tunnels, but: while an
+    inline core is empty (no tunnel at all), one of its tunnels may move there, past
+    `limit` (a tunnel alone has all inline can give it: nothing is passed on), for
+    the same gain; and a core whose largest tunnel holds most of it beside small ones is
+    left to that tunnel (`_evacuate`). Both leave a capped tunnel alone on a core, where
+    its estimate can compound and show whether it wants more than a core.
+    Updates `core_load`, `new_core` and `touched` in place; returns the budget left."""
     ncores = core_load.shape[0]
     short_at = limit
     if typical is None or typ_core is None:
         typical, typ_core = load, core_load.copy()
     else:
         short_at = max(limit, 1.0) * (1.0 + SHORT_MARGIN)
+    isolate = short_at > limit  # inline cores, judged on typical loads
     while budget > 0 and cores.size > 1:
         count = np.bincount(np.clip(new_core[movable], 0, ncores - 1), minlength=ncores)
-        short = (count[cores] >= 2) & (typ_core[cores] > short_at)
+        full = (count[cores] >= 2) & (typ_core[cores] > limit)
         if saturated is not None and saturated.shape[0] >= ncores:
-            short &= saturated[cores]
-        if not short.any():
+            full &= saturated[cores]
+        short = full & (typ_core[cores] > short_at)
+        # An empty core beside a saturated shared one is wasted: a core only full (its
+        # censored tunnels read about a core in all, not short by SHORT_MARGIN) gives
+        # one of its tunnels to an empty core. Alone there, a tunnel has all that inline
+        # can give it, and if still capped its estimate compounds (estimate.py) and the
+        # assignment can give it vanilla: a capped tunnel sharing a saturated core with
+        # mice read as one core's worth, the core as "full", and it stayed capped for
+        # the whole high half of an out-of-phase swing.
+        empty = core_load < MIN_LOAD / 2
+        spare = bool(isolate and empty[cores].any())
+        if not (short.any() or (isolate and full.any())):
             break
         moves: list[tuple[int, int]] = []  # (tunnel, to core)
-        for hot in cores[short][np.argsort(-core_load[cores][short], kind="stable")].tolist():
+        hots = full if isolate else short
+        for hot in cores[hots][np.argsort(-core_load[cores][hots], kind="stable")].tolist():
             on_hot = np.flatnonzero(movable & (new_core == hot))
             colds = cores[cores != hot]
+            if typ_core[hot] <= short_at:
+                colds = colds[empty[colds]] if spare else colds[:0]  # full: only onto empty
             colds = colds[np.argsort(core_load[colds], kind="stable")[:COLDS]]
             excess = typ_core[hot] - limit
             need = max(MOVE_GAIN, params.migrate_improvement * excess)
+            if colds.size == 0:
+                moves = _evacuate(hot, cores, movable, new_core, typical, typ_core,
+                                  core_load, load, limit, budget)
+                if moves:
+                    break
+                continue
             t_hot, t_cold = typ_core[hot], typ_core[colds]
             w = typical[on_hot][:, None]
             gain = (np.minimum(t_hot - w, limit) + np.minimum(t_cold[None, :] + w, limit)
                     - min(t_hot, limit) - np.minimum(t_cold, limit)[None, :])
-            gain[t_cold[None, :] + w > limit] = -np.inf
+            # Filling the cold core past the limit only moves the shortness, unless the
+            # cold core is empty: the tunnel then has the core to itself.
+            landing_ok = empty[colds] if isolate else np.zeros(colds.size, dtype=bool)
+            gain[(t_cold[None, :] + w > limit) & ~landing_ok[None, :]] = -np.inf
             k = int(np.argmax(gain))
             if float(gain.flat[k]) >= need:
                 moves = [(int(on_hot[k // colds.size]), int(colds[k % colds.size]))]
                 break
+            if isolate:
+                moves = _evacuate(hot, cores, movable, new_core, typical, typ_core, core_load,
+                                  load, limit, budget)
+                if moves:
+                    break
         if not moves:
             break
         for i, to in moves:
