@@ -105,9 +105,11 @@ async def test_log_follow_shows_an_override_with_who_set_it(daemon: DaemonProces
     await daemon.wait_ticks(1)
     follower = subprocess.Popen(
         [sys.executable, "-m", "wghybrid", "--socket", str(daemon.socket), "log", "-f",
-         "wg0", "mouse-1"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+         "--since", "0", "wg0", "mouse-1"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        await asyncio.sleep(1.0)  # connected and streaming
+        # --since 0: the follower shows the override whenever it connects (it used to
+        # sleep 1 s and hope: a loaded machine started it after the override was set)
         out = daemon.cli("override", "set", "wg0", "mouse-1", "--mode", "vanilla")
         assert out.returncode == 0, out.stderr
         assert follower.stdout is not None
