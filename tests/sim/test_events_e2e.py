@@ -4,7 +4,6 @@ its real unix socket), read through GET /v1/events, GET /v1/peers/.../explain an
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import pwd
