@@ -3,7 +3,7 @@
 # (received or counted as dropped), and the crypt workers must (vanilla) or must not
 # (inline) have run, as counted by kprobe events on them; in vanilla mode each crypt
 # worker reads the clock at most about once per packet (kprobe events on its clock
-# calls), and the TX worker yields the CPU more often than once per 64 lists.
+# calls).
 . /mnt/kmod/harness/guest/lib.sh
 mode=$1
 setup_pair
@@ -106,15 +106,16 @@ for f in $workers wg_packet_tx_worker; do
 	((reads <= limit)) || clock_errors+=("$f read the clock $reads times, more than one chained reading per packet allows ($limit: busiest site $busiest + $runs runs + $res cond_resched())")
 done
 # The TX worker checks need_resched() after each list it sends, as upstream's does,
-# and yields when it is set. One that checked only every 64 lists (the series before
-# issue 12's fix) yields at most once per 64 lists; under this load the scheduler asks
-# far more often (seen: 243 times for 2,182 lists on 6.12, 113 for 1,079 on 6.1). The
-# lists: the encryption worker's busiest clock call site, one reading per list.
+# and yields when it is set; the series before issue 12's fix checked only every 64
+# lists, so it yielded at most once per 64 lists (seen: never, on both lines). Printed,
+# not checked: how often the scheduler asks depends on the load, and the fixed series
+# yielded 243 times for 2,182 lists (6.12) and 174 for 1,740 (6.1) on a busy host, but
+# only 170 for 7,923 (limit 123) on a quieter one, too close for a check that must not
+# fail by chance. The lists: the encryption worker's busiest clock call site.
 if [[ $mode == vanilla ]]; then
 	lists=$(clock_reads wg_packet_encrypt_worker | sort -n | tail -n 1)
 	tx_res=$(rescheds wg_packet_tx_worker)
-	echo "TX worker: $tx_res cond_resched() calls for ${lists:-0} lists encrypted (one per 64 lists would be $((${lists:-0} / 64)))"
-	((tx_res * 64 > ${lists:-0})) || clock_errors+=("the TX worker yielded $tx_res times for ${lists:-0} lists: not more often than once per 64 lists")
+	echo "TX worker: $tx_res cond_resched() calls for ${lists:-0} lists encrypted (once per 64 lists would be $((${lists:-0} / 64)); not checked)"
 fi
 echo '!hist:keys=caller.sym-offset:size=2048' >$T/events/wgh/resched/trigger
 while read -r p; do echo "-:${p%% *}" >>$T/kprobe_events; done < <(sed 's/^p://' $T/kprobe_events)
