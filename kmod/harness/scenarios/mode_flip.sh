@@ -23,9 +23,7 @@ cat /tmp/flip-a.json /tmp/flip-b.json
 ((rc == 0)) || die "a flipper or iperf3 failed"
 step "the tunnel still works"
 na ping -c 3 -W 2 192.168.77.2
-sleep 1 # let the last ACKs land before reading the counters
-na wghctl stats wg0 >/tmp/a.json
-nb wghctl stats wg0 >/tmp/b.json
+stats_when_quiet
 python3 - <<'PY'
 import json, sys
 it = json.load(open("/tmp/iperf.json"))
@@ -78,9 +76,7 @@ wait $fa || rc=1
 wait $fb || rc=1
 wait $iperf || { echo "iperf3 failed:"; cat /tmp/udp.json; rc=1; }
 ((rc == 0)) || die "a flipper or iperf3 failed"
-sleep 1
-na wghctl stats wg0 >/tmp/a.json
-nb wghctl stats wg0 >/tmp/b.json
+stats_when_quiet
 nb grep '^Udp:' /proc/net/snmp >/tmp/udp-snmp.txt
 python3 - <<'PY'
 import json, sys

@@ -156,16 +156,18 @@
  *        40    8 tx_bytes     data messages sent, same measure
  *        48    8 rx_packets   data messages accepted (incl. keepalives)
  *        56    8 tx_packets   data messages sent (incl. keepalives)
- *        64    8 rx_cpu_ns    CPU time spent on this peer's received data:
- *                             decryption (in a crypt worker or inline) plus
- *                             the peer's NAPI poll (replay check, hand-off to
- *                             the stack), local_clock() deltas
- *        72    8 tx_cpu_ns    CPU time spent on this peer's sent data:
+ *        64    8 rx_cpu_ns    ns of CPU time spent on this peer's received
+ *                             data: decryption (in a crypt worker or inline)
+ *                             plus the peer's NAPI poll (replay check,
+ *                             hand-off to the stack); see "CPU time" below
+ *        72    8 tx_cpu_ns    ns of CPU time spent on this peer's sent data:
  *                             encryption (worker or inline) plus transmission
  *        80    8 drops        data packets of this peer dropped by WireGuard:
- *                             staged queue overflow, full peer queue,
- *                             failed encryption or decryption, replayed or
- *                             out-of-window nonce, failed send
+ *                             staged queue overflow, staged packets purged
+ *                             (the handshake attempts gave up, the interface
+ *                             went down), full peer queue, failed encryption
+ *                             or decryption, replayed or out-of-window nonce,
+ *                             failed send
  *        88    8 epoch        random non-zero value drawn when the peer was
  *                             created: all counters above start from zero
  *                             when it changes (peer re-added, module reloaded)
@@ -176,7 +178,31 @@
  *
  * Counters are cumulative, unsigned 64-bit, and read without stopping the
  * data path: one record is not an atomic snapshot of all its fields, but each
- * field is read whole and never goes backwards within one epoch.
+ * field is read whole and never goes backwards within one epoch (a record
+ * read after another one ended has every counter >= the earlier one's).
+ * rx_cpu_ns, tx_cpu_ns and drops are kept per CPU and summed when the record
+ * is filled, so that no cache line is written per packet by several CPUs.
+ *
+ * CPU time (rx_cpu_ns, tx_cpu_ns) is measured with local_clock() on the CPU
+ * doing the work, as it goes, and chained: one reading ends a packet's
+ * interval and starts the next one's. A crypt worker reads the clock once per
+ * packet it decrypts or list it encrypts (plus once when it starts, and after
+ * it has yielded the CPU), so a packet's interval also covers taking it off
+ * the device queue and handing the one before it on to the peer's queue. A
+ * TX worker or inline sender reads it once per list it sends, an inline
+ * receive before and after decryption, a NAPI poll at its start and end.
+ * From each interval is taken off what the module's other measured work
+ * charged meanwhile on that CPU (the NAPI poll that a softirq runs inside a
+ * worker's interval, an inline receive run by the softirq of a send, a peer's
+ * inline send run inside another peer's NAPI poll), so the module counts no
+ * time twice, nor under two peers (but for nanoseconds: work that interrupts
+ * the two reads ending an interval is taken off that interval instead of the
+ * next, which may be another peer's). Included: any other interrupt and softirq
+ * work that runs inside an interval on that CPU, and, in a NAPI poll, the
+ * delivery of the packets into the stack. Not included: time a worker spends
+ * off the CPU after yielding it. An interval that comes out negative
+ * (local_clock() is not monotonic across CPUs) counts 0, so these counters
+ * never go back either.
  *
  * A later version may append fields to the record: user space must use
  * WGH_A_STATS_RECORD_SIZE as the stride and may ignore bytes it does not know;
