@@ -16,7 +16,7 @@
 #   WGHYBRID_KMOD_CACHE    cache of downloads and the target trees (/var/cache/wghybrid-kmod)
 #   WGHYBRID_KMOD_RESULTS  where the guest's logs go (default a new folder per run
 #                          under kmod/build/TARGET/results/); runs may go side by side
-#   WGHYBRID_KMOD_TIMEOUT  seconds for the whole guest run (default 3000)
+#   WGHYBRID_KMOD_TIMEOUT  seconds for the whole guest run (default 4200)
 #   WGH_SCENARIO_TIMEOUT   seconds each scenario has in the guest (default 900); one that
 #                          overruns gets its processes and kernel stacks in its log
 #   WGHYBRID_KMOD_SMP      guest CPUs (default 2)
@@ -117,7 +117,7 @@ smp=${WGHYBRID_KMOD_SMP:-2}
 guest_env=$(env | grep -E '^WGH_[A-Z0-9_]+=[A-Za-z0-9_.:/-]*$' | paste -sd, - || true)
 say "booting $REL under qemu (TCG, -smp $smp): ${scenarios[*]}"
 t1=$SECONDS
-timeout --foreground -k 10 "${WGHYBRID_KMOD_TIMEOUT:-3000}" qemu-system-x86_64 \
+timeout --foreground -k 10 "${WGHYBRID_KMOD_TIMEOUT:-4200}" qemu-system-x86_64 \
 	-accel tcg,thread=multi -cpu max -smp "$smp" -m 1536 \
 	-display none -nodefaults -no-reboot -monitor none -serial stdio \
 	-kernel "$img/boot/vmlinuz-$REL" -initrd "$work/stage1.cpio" \

@@ -31,7 +31,7 @@ SCENARIOS = sorted(p.stem for p in (ROOT / "kmod" / "harness" / "scenarios").glo
 ALL_TARGETS = ("trixie", "bookworm")
 TOOLS = ("qemu-system-x86_64", "debootstrap", "cpio", "patch", "depmod", "apt-get", "dpkg",
          "unshare", "xz")
-TIMEOUT_S = 3600
+TIMEOUT_S = 4800  # the guest has 4200 (run.sh), plus fetch, tree and build
 
 Results = dict[str, tuple[str, str]]
 LOG_KEY = pytest.StashKey[list[str]]()
