@@ -30,7 +30,21 @@ done
 # recording its caller (the return address, at +0 of the stack on entry), counted
 # per call site by a hist trigger (the module's cond_resched() calls are
 # static-call sites, which kprobes refuse).
-python3 - "$(modinfo -n wireguard)" $workers wg_packet_tx_worker >/tmp/clock-sites <<'PY'
+# The call-site probes are int3s in the module's text, armed and removed while the
+# other vCPU runs that code: on 6.1 (Debian's qemu 7.2, TCG) this once wedged the guest
+# in traffic_inline, a CPU looping on an int3 memory no longer held (the emulator's
+# stale translation, "The lockup that was the emulator" in kmod/README.md), which took
+# the rest of bookworm's scenarios with it. So they are armed only where the check
+# applies (vanilla) and, in CI, only on 6.12; WGH_CLOCK_CHECK=1 in the guest's
+# environment runs them on 6.1 as well (they passed there by hand: the numbers in the
+# issue-12 note).
+clock_check=0
+if [[ $mode == vanilla && ( $(uname -r) != 6.1.* || ${WGH_CLOCK_CHECK:-0} == 1 ) ]]; then
+	clock_check=1
+fi
+: >/tmp/clock-sites
+((clock_check == 0)) && echo "clock-read check: not run here (mode $mode, kernel $(uname -r))"
+((clock_check == 0)) || python3 - "$(modinfo -n wireguard)" $workers wg_packet_tx_worker >/tmp/clock-sites <<'PY'
 import lzma, re, shutil, subprocess, sys
 ko, funcs = sys.argv[1], set(sys.argv[2:])
 if ko.endswith(".xz"):  # DKMS on trixie installs wireguard.ko.xz
@@ -101,7 +115,7 @@ for f in $workers wg_packet_tx_worker; do
 	done
 	limit=$((busiest + ${runs:-0} + res))
 	echo "$f: ${runs:-unprobed} runs, $res cond_resched() calls, clock readings per call site: ${sites:-none} (total $reads; busiest + runs + cond_resched() = $limit)"
-	if [[ $f == wg_packet_tx_worker || $mode != vanilla ]]; then continue; fi
+	if [[ $f == wg_packet_tx_worker || $clock_check != 1 ]]; then continue; fi
 	((reads > 0)) || clock_errors+=("$f: no clock reading counted (do the probes count?)")
 	((reads <= limit)) || clock_errors+=("$f read the clock $reads times, more than one chained reading per packet allows ($limit: busiest site $busiest + $runs runs + $res cond_resched())")
 done
@@ -112,7 +126,7 @@ done
 # yielded 243 times for 2,182 lists (6.12) and 174 for 1,740 (6.1) on a busy host, but
 # only 170 for 7,923 (limit 123) on a quieter one, too close for a check that must not
 # fail by chance. The lists: the encryption worker's busiest clock call site.
-if [[ $mode == vanilla ]]; then
+if ((clock_check)); then
 	lists=$(clock_reads wg_packet_encrypt_worker | sort -n | tail -n 1)
 	tx_res=$(rescheds wg_packet_tx_worker)
 	echo "TX worker: $tx_res cond_resched() calls for ${lists:-0} lists encrypted (once per 64 lists would be $((${lists:-0} / 64)); not checked)"
