@@ -39,15 +39,7 @@ head -n 20 /tmp/flip-*.txt /tmp/ping.txt
 step "the tunnel still works"
 tunnel_up wgh-a 192.168.77.2
 tunnel_up wgh-b 192.168.77.1
-# Both ends once the tunnel is quiet (as traffic.sh: the same readings twice, 1 s apart).
-for i in $(seq 10); do
-	nb wghctl stats wg0 >/tmp/b.json
-	na wghctl stats wg0 >/tmp/a.json
-	sleep 1
-	nb wghctl stats wg0 >/tmp/b2.json
-	na wghctl stats wg0 >/tmp/a2.json
-	cmp -s /tmp/a.json /tmp/a2.json && cmp -s /tmp/b.json /tmp/b2.json && break
-done
+stats_when_quiet # both ends once the tunnel is quiet (lib.sh)
 python3 - "$SECONDS_FLIP" <<'PY'
 import glob, json, re, sys
 seconds = float(sys.argv[1])
