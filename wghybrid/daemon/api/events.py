@@ -11,7 +11,13 @@ from wghybrid.core.status import PeerColumns, columns
 from wghybrid.daemon import events as ev
 from wghybrid.daemon.api.base import CONFIG, DAEMON, MAX_NUMBER, STREAMS, ApiError, clients_log
 from wghybrid.daemon.api.fragments import _encode, _live
-from wghybrid.daemon.api.routes import _find_interface, _query_one, _shown
+from wghybrid.daemon.api.routes import (
+    _find_interface,
+    _query_one,
+    _shown,
+    check_ifname,
+    only_params,
+)
 from wghybrid.daemon.explain import explain_peer
 from wghybrid.model import (
     BadKeyError,
@@ -24,7 +30,7 @@ EVENTS_LIMIT = 100
 """GET /v1/events: events per answer unless `limit` says otherwise."""
 EVENTS_MAX_LIMIT = 1000
 """... and at most this many."""
-EVENTS_PARAMS = frozenset({"since", "limit", "interface", "peer", "follow"})
+EVENTS_PARAMS = ("since", "limit", "interface", "peer", "follow")
 MAX_FILTER = 256
 """Characters of an `interface` or `peer` filter."""
 FOLLOW_FOR = 3600.0
@@ -59,10 +65,7 @@ def _filter(request: web.Request, name: str) -> str | None:
 def events_query(request: web.Request) -> tuple[int | None, int, ev.Match, bool]:
     """(since, limit, matcher, follow) of a GET /v1/events; ApiError (400) naming the
     parameter at fault."""
-    unknown = sorted(set(request.query) - EVENTS_PARAMS)
-    if unknown:
-        raise ApiError(400, f"unknown parameter {_shown(unknown[0])} (since, limit, "
-                            "interface, peer, follow)", unknown[0])
+    only_params(request, *EVENTS_PARAMS)
     since = _count(request, "since", 0, MAX_NUMBER, None)
     limit = _count(request, "limit", 1, EVENTS_MAX_LIMIT, EVENTS_LIMIT)
     assert limit is not None
@@ -164,8 +167,12 @@ def _find_peer(cols: PeerColumns, text: str, names: dict[bytes, str]) -> int:
 
 async def get_explain(request: web.Request) -> web.Response:
     d = request.app[DAEMON]
+    only_params(request)
     iface = request.match_info["interface"]
     text = request.match_info["peer"]
+    check_ifname(iface)
+    if not 0 < len(text) <= MAX_FILTER:
+        raise ApiError(400, f"peer must be 1 to {MAX_FILTER} characters", "peer")
     found = _find_interface(d.snapshot, iface)
     cols = columns(found)
     row = _find_peer(cols, text, d.policy.names)

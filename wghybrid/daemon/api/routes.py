@@ -51,6 +51,7 @@ def _shown(text: str) -> str:
 
 
 async def get_health(request: web.Request) -> web.Response:
+    only_params(request)
     # The most frequent request (probes, the benchmark's poll): its bytes are kept until
     # a tick or the passing of time changes them.
     h = request.app[DAEMON].health()
@@ -85,6 +86,7 @@ def _cached(request: web.Request, name: str, build: Build) -> web.Response:
 
 
 async def get_status(request: web.Request) -> web.Response:
+    only_params(request)
     d = request.app[DAEMON]
 
     def build(fragments: Fragments, live: dict[PeerId, Override]) -> str:
@@ -103,6 +105,34 @@ async def get_status(request: web.Request) -> web.Response:
         return f'{head[:-1]}, "interfaces": [{fragments.interfaces_json(live)}]}}'
 
     return _cached(request, "status", build)
+
+
+def only_params(request: web.Request, *allowed: str) -> None:
+    """400 naming the first query parameter `request` has that its endpoint does not take:
+    a misspelt filter silently ignored would answer a different question than was asked."""
+    unknown = sorted(set(request.query) - set(allowed))
+    if unknown:
+        takes = f"({', '.join(allowed)})" if allowed else "(it takes none)"
+        raise ApiError(400, f"unknown parameter {_shown(unknown[0])} {takes}", unknown[0])
+
+
+IFNAMSIZ = 16
+"""Linux's interface name size, the NUL included (include/uapi/linux/if.h)."""
+
+
+def check_ifname(name: str, field: str = "interface") -> None:
+    """400 unless `name` could be the name of an interface the daemon manages: 1 to 15
+    characters (IFNAMSIZ - 1), printable ASCII without '/', ':' or a space, not '.' or '..'.
+    The kernel's own rule (dev_valid_name()) also lets other bytes through; WireGuard
+    interfaces are named wg0, site-b and the like, and one rule shared with the OpenAPI
+    document (`Ifname`) keeps a name the schema allows from being refused here. Anything
+    else could never be found, and a 404 would hide that the request itself is malformed."""
+    if not 0 < len(name) < IFNAMSIZ:
+        raise ApiError(400, f"{field} must be an interface name of 1 to {IFNAMSIZ - 1} "
+                            f"characters, not {len(name)} ({_shown(name)})", field)
+    if name in (".", "..") or any(not "!" <= c <= "~" or c in "/:" for c in name):
+        raise ApiError(400, f"{field} {_shown(name)} is not an interface name (printable "
+                            "ASCII without '/', ':' or spaces; not '.' or '..')", field)
 
 
 def _query_one(request: web.Request, name: str, required: bool) -> str | None:
@@ -125,8 +155,10 @@ def _find_interface(snapshot: tuple[InterfaceStatus, ...], name: str) -> Interfa
 
 async def get_peers(request: web.Request) -> web.Response:
     d = request.app[DAEMON]
+    only_params(request, "interface")
     name = _query_one(request, "interface", required=False)
     if name is not None:
+        check_ifname(name)
         _find_interface(d.snapshot, name)  # 404 for an unknown one
 
     def build(fragments: Fragments, live: dict[PeerId, Override]) -> str:
@@ -136,6 +168,7 @@ async def get_peers(request: web.Request) -> web.Response:
 
 
 async def get_overrides(request: web.Request) -> web.Response:
+    only_params(request)
     d = request.app[DAEMON]
 
     def build(fragments: Fragments, live: dict[PeerId, Override]) -> str:
@@ -149,6 +182,17 @@ async def get_overrides(request: web.Request) -> web.Response:
 
 def _reject_constant(name: str) -> float:
     raise ValueError(f"{name} is not a JSON number")
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """A JSON object whose keys are all different: with a key given twice, which one
+    counts is the parser's choice (the last, in Python), not the client's intent."""
+    out: dict[str, Any] = {}
+    for k, v in pairs:
+        if k in out:
+            raise ApiError(400, f"field {_shown(k)} given twice", k)
+        out[k] = v
+    return out
 
 
 async def _json_body(request: web.Request) -> dict[str, Any]:
@@ -172,7 +216,9 @@ async def _json_body(request: web.Request) -> dict[str, Any]:
             raise ClientGone(str(exc)) from None
         raise
     try:
-        body = json.loads(raw.decode("utf-8"), parse_constant=_reject_constant)
+        body = json.loads(
+            raw.decode("utf-8"), parse_constant=_reject_constant, object_pairs_hook=_unique_keys
+        )
     except UnicodeDecodeError:
         raise ApiError(400, "the body is not UTF-8") from None
     except (ValueError, RecursionError) as exc:
@@ -207,6 +253,7 @@ def parse_override(
     iface = body.get("interface")
     if not isinstance(iface, str) or not iface:
         raise ApiError(400, "interface must be a non-empty string", "interface")
+    check_ifname(iface)
     key_text = body.get("public_key")
     if not isinstance(key_text, str):
         raise ApiError(400, "public_key must be a base64 string", "public_key")
@@ -264,6 +311,7 @@ def parse_override(
 
 async def post_override(request: web.Request) -> web.Response:
     d = request.app[DAEMON]
+    only_params(request)
     override = parse_override(await _json_body(request), d.snapshot, d.wall(), d.policy.names)
     try:
         await d.set_override(override, by=requester(request))
@@ -274,9 +322,11 @@ async def post_override(request: web.Request) -> web.Response:
 
 async def delete_override(request: web.Request) -> web.Response:
     d = request.app[DAEMON]
+    only_params(request, "interface", "public_key")
     iface = _query_one(request, "interface", required=True)
     key_text = _query_one(request, "public_key", required=True)
     assert iface is not None and key_text is not None
+    check_ifname(iface)
     # A '+' left unencoded in a query string reads as a space; base64 has no spaces.
     key_text = key_text.replace(" ", "+")
     try:
@@ -295,6 +345,7 @@ async def delete_override(request: web.Request) -> web.Response:
 
 
 async def get_policy(request: web.Request) -> web.Response:
+    only_params(request)
     d = request.app[DAEMON]
 
     def build(fragments: Fragments, live: dict[PeerId, Override]) -> str:
@@ -306,6 +357,14 @@ async def get_policy(request: web.Request) -> web.Response:
 
 async def post_policy_reload(request: web.Request) -> web.Response:
     d = request.app[DAEMON]
+    only_params(request)
+    if request.body_exists:
+        # Nothing to say but "reload": no body, or an empty JSON object (clients that
+        # always send one). Anything else was meant for another endpoint.
+        body = await _json_body(request)
+        if body:
+            raise ApiError(400, "POST /v1/policy/reload takes no body (it reloads the policy "
+                                f"file); got field {_shown(sorted(body)[0])}", sorted(body)[0])
     try:
         policy = await d.reload_policy(by=requester(request))
     except Exception as exc:
@@ -314,6 +373,7 @@ async def post_policy_reload(request: web.Request) -> web.Response:
 
 
 async def get_openapi(request: web.Request) -> web.Response:
+    only_params(request)
     return web.Response(body=request.app[CONFIG].openapi, content_type="application/json")
 
 
