@@ -1,0 +1,80 @@
+#!/bin/bash
+# Issue 12, finding 8: the threaded-NAPI stall (CVE-2026-52945, upstream's "enable
+# threaded NAPI" reverted from the stable kernels): with threaded NAPI on, once a
+# peer's rx_queue held MAX_QUEUED_PACKETS (1024), wg_packet_rx_poll() was never
+# called again for it and its decryption stalled for good. The daemon sets
+# /sys/class/net/wg0/threaded to 1, as the reports did by hand.
+#
+#  ┌──────────── netns wgh-a ────────────┐      ┌──────────── netns wgh-b ────────────┐
+#  │ wg0 192.168.77.1/24  (peer B)       │      │ wg0 192.168.77.2/24  (peer A)       │
+#  │ veth0 10.9.0.1/24 ──────────────────┼──────┼── veth0 10.9.0.2/24  threaded=1     │
+#  └─────────────────────────────────────┘      └─────────────────────────────────────┘
+#
+# B's wg0 has threaded NAPI (its peer's poll runs in a napi/wg0-N kthread) and a crypt
+# cpumask of {0}; A floods B with UDP as fast as it can (two streams) for 6 s, so that
+# B's peer queue fills: drops counted at B (a vanilla peer's rx_queue holds every
+# packet from its arrival to its poll, the device's decrypt ring only those not yet
+# decrypted, so the peer queue is full first; an inline peer's holds them from their
+# decryption to the poll). Then the flood stops and B's peer must still decrypt: 10
+# pings A -> B within 15 s get replies (each request decrypted by B) and B's
+# rx_packets grow by at least 10. Phases:
+#   vanilla   B's peer vanilla through the flood
+#   inline    B's peer inline
+#   switch    vanilla, switched to inline 2 s into the flood (the queue then holds
+#             packets of both paths)
+. /mnt/kmod/harness/guest/lib.sh
+setup_pair vanilla
+nb bash -c 'echo 1 >/sys/class/net/wg0/threaded'
+[[ $(nb cat /sys/class/net/wg0/threaded) == 1 ]] || die "threaded NAPI did not turn on"
+nb wghctl set-device wg0 0
+tunnel_up wgh-a 192.168.77.2
+echo "B's NAPI threads: $(ps -eo comm | grep -c '^napi/wg0')"
+(($(ps -eo comm | grep -c '^napi/wg0') >= 1)) || die "no napi/wg0-N thread: NAPI is not threaded"
+# counts: B's peer's "drops rx_packets".
+counts() { nb wghctl stats wg0 | python3 -c "import json, sys; r = json.load(sys.stdin)[0]; print(r['drops'], r['rx_packets'])"; }
+
+FAILS=0
+phase() {
+	local name=$1 mode=$2 switch_to=${3:-} d0 d1 rx0 rx1 rx
+	step "$name: B's peer $mode${switch_to:+, switched to $switch_to 2 s into the flood}, threaded NAPI"
+	nb wghctl set-peer wg0 "$KEY_A" --mode "$mode"
+	tunnel_up wgh-a 192.168.77.2
+	read -r d0 rx < <(counts)
+	start_iperf_server
+	(exec ip netns exec wgh-a iperf3 -c 192.168.77.2 -u -b 0 -P 2 -l 1200 -t 6 >/tmp/stall-$name.txt 2>&1) &
+	local ip=$!
+	if [[ -n $switch_to ]]; then
+		sleep 2
+		nb wghctl set-peer wg0 "$KEY_A" --mode "$switch_to"
+	fi
+	wait $ip || true # its results come through the tunnel: a stall would fail it
+	grep -E 'SUM.*receiver' /tmp/stall-$name.txt | sed 's/^/   /' || true
+	sleep 1
+	read -r d1 rx0 < <(counts)
+	echo "   B dropped $((d1 - d0)) packets during the flood (the peer queue was full)"
+	if ((d1 - d0 == 0)); then
+		echo "FAIL $name: the flood never filled B's peer queue: the check would say nothing"
+		FAILS=$((FAILS + 1))
+		return
+	fi
+	local ok=1
+	na ping -c 10 -i 0.2 -w 15 192.168.77.2 >/tmp/stall-ping.txt || ok=0
+	grep -E 'packets transmitted' /tmp/stall-ping.txt | sed 's/^/   /' || true
+	read -r d1 rx1 < <(counts)
+	echo "   B's rx_packets: +$((rx1 - rx0)) after the flood"
+	((rx1 - rx0 >= 10)) || ok=0
+	if ((ok)); then
+		echo "ok   $name: B's peer still decrypts after its queue overflowed"
+	else
+		echo "FAIL $name: B's peer stopped decrypting after its queue overflowed"
+		nb wghctl stats wg0
+		FAILS=$((FAILS + 1))
+	fi
+}
+
+phase vanilla vanilla
+phase inline inline
+phase switch vanilla inline
+((FAILS == 0)) || die "$FAILS threaded-NAPI checks failed"
+unload_module
+check_dmesg
