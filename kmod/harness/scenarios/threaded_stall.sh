@@ -38,10 +38,16 @@ phase() {
 	local name=$1 mode=$2 switch_to=${3:-} d0 d1 rx0 rx1 rx
 	step "$name: B's peer $mode${switch_to:+, switched to $switch_to 2 s into the flood}, threaded NAPI"
 	nb wghctl set-peer wg0 "$KEY_A" --mode "$mode"
-	tunnel_up wgh-a 192.168.77.2
+	if ! tunnel_up wgh-a 192.168.77.2; then
+		echo "FAIL $name: no reply through the tunnel before the flood (stalled since before?)"
+		FAILS=$((FAILS + 1))
+		return
+	fi
 	read -r d0 rx < <(counts)
 	start_iperf_server
-	(exec ip netns exec wgh-a iperf3 -c 192.168.77.2 -u -b 0 -P 2 -l 1200 -t 6 >/tmp/stall-$name.txt 2>&1) &
+	# iperf3 waits for its results on a TCP connection through the tunnel: a stalled
+	# peer would keep it waiting (TCP backs off for minutes), so it has 40 s.
+	(exec timeout 40 ip netns exec wgh-a iperf3 -c 192.168.77.2 -u -b 0 -P 2 -l 1200 -t 6 >/tmp/stall-$name.txt 2>&1) &
 	local ip=$!
 	if [[ -n $switch_to ]]; then
 		sleep 2

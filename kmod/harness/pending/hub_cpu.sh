@@ -1,4 +1,32 @@
 #!/bin/bash
+# PENDING (out of CI): this scenario PASSES with the current module, but on these
+# machines it has not been shown to FAIL with a module that counts twice, so it does
+# not prove finding 3's "nothing counted twice" and is kept out of scenarios/. Run
+# it by copying it there:
+#   cp kmod/harness/pending/hub_cpu.sh kmod/harness/scenarios/ &&
+#   WGHYBRID_KMOD_TARGET=trixie kmod/harness/run.sh hub_cpu
+#
+# Seen on trixie (6.12.118, 2026-12-07, a host running 4-6 TCG guests at once), inline,
+# G's peers' CPU time over softirq + kworkers (the "gateway" ratio below):
+#   current module                                      0.919 (PASS)
+#   the same + G's peer B's tx counted twice in the sum 1.30  (FAIL; WGH_HUB_DOUBLE=1's sum)
+#   a module built without the nested-charge subtraction
+#   (wgh_clock_charge() charging now - start whole: B's
+#   send counted in A's poll too; G's peer A rx 6,109 ms
+#   of which 2,832 ms were B's send)                    1.016 (PASS, within the 595 ms
+#                                                              tolerance: NOT caught)
+# Why it cannot tell: Debian's kernel samples softirq time at the tick, and a host
+# this busy deschedules the vCPU threads for seconds ("hrtimer: interrupt took
+# 262281573 ns", "clocksource: Long readout interval ... 3476151207"): the ticks
+# sampled only 1/3 to 1/8 of the busy time the guest's clock saw. Scaled back (see
+# "Ticks lost" below), the share of softirq time found in the counters varied from
+# 0.69 to 0.92 between runs of the same module, more than a double count adds here
+# (0.33 of the bound). An earlier form (iperf3 through to B, B's work in the bound
+# too) was worse: 0.806 unscaled on a quieter host, 0.871 (current) and 0.805 (the
+# broken module) scaled on a busy one. A kernel with IRQ_TIME_ACCOUNTING (the debug
+# kernel of issue 12) would measure softirq time exactly; so would a host that runs
+# one guest at a time. Guest time: 208 s (both modes, busy host), over CI's budget.
+#
 # Issue 12, finding 3: on a gateway that forwards from one peer to another, nothing
 # is counted twice. A sends to B through the gateway G (a hub: both of G's peers on
 # G's one wg0, G forwarding between them):
@@ -8,20 +36,23 @@
 #  │ veth0 10.9.1.1 ───────┼───┼── veth1 10.9.1.2     veth2 10.9.2.1 ─┼───┼── veth0 10.9.2.2      │
 #  └───────────────────────┘   └─────────────────────────────────────┘   └───────────────────────┘
 #
-# Per mode (inline: every peer inline; vanilla: every peer vanilla), an iperf3 UDP
-# stream A -> B (one way: no TCP ACKs, so nothing is sent from a process context at
-# G or B), and over a window of it (guest/cpuwin.py: one process reads the counters
-# and the guest's accounting within milliseconds) the CPU time the peers charged
-# must be at most what the guest's CPUs spent in softirq and in kworker threads:
+# Per mode (inline: every peer inline; vanilla: every peer vanilla): A floods UDP to
+# B's tunnel address, G forwards it to B, whose wg0 is down by then (G's session with
+# B stays valid, so G encrypts and sends each packet; B's kernel drops them cheaply),
+# so that the softirq work of the window is nearly all G's: its receive from A, its
+# NAPI poll of A and, nested in that poll, its send to B (inline; gro_normal_batch 1,
+# so every packet's send runs inside the poll). Over a window of 15 s
+# (guest/cpuwin.py: one process reads the counters and the guest's accounting within
+# milliseconds) the CPU time G's peers charged must be at most what the guest's CPUs
+# spent in softirq and in kworker threads:
 #
-#   gateway:   G's peer A (rx_cpu_ns + tx_cpu_ns) + G's peer B (the same)
-#   all:       the above + B's peer G        <= softirq + kworkers + tolerance
+#   gateway:  G's peer A (rx_cpu_ns + tx_cpu_ns) + G's peer B (the same)
+#   all:      the above + B's peer G (idle)   <= softirq + kworkers + tolerance
 #
-# All of that work runs in softirq or in kworkers: G's and B's receive paths run in
-# the NET_RX softirq (inline) or in the crypt workers plus the softirq (vanilla), and
-# G's send to B runs inside G's NAPI poll of A (inline: B's send nests in A's poll,
-# the double count the finding names) or in G's workers. A's peer is left out: A's
-# inline send runs in iperf3's system call, neither softirq nor a kworker.
+# A's peer is left out: A's inline send runs in the sender's system calls, neither
+# softirq nor a kworker (in vanilla, A's crypt workers add to the kworkers' time:
+# the bound is loose there). A module that charged B's send to A's poll as well
+# (finding 3) would add G's peer B's tx time once more: about a third of the bound.
 #
 # Tolerance, and why: Debian's kernel has no IRQ_TIME_ACCOUNTING, so /proc/stat's
 # softirq and irq times are sampled at the tick (HZ 250, 4 ms): a sample count of N
@@ -96,22 +127,36 @@ sysctl -qw net.core.gro_normal_batch=1
 FAILS=0
 run_mode() {
 	local mode=$1
-	step "$mode: every peer $mode; iperf3 UDP A -> B through G, a 15 s window of it"
+	step "$mode: every peer $mode; UDP A -> B through G, B's wg0 down, a 15 s window"
 	set_modes "$mode"
+	ip -n wgh-b link set wg0 up
 	tunnel_up wgh-a 192.168.78.3 20
 	tunnel_up wgh-b 192.168.78.1 20
-	nb iperf3 -s -1 -D -B 192.168.78.3 -I /tmp/iperf3-hub.pid
-	for _ in $(seq 100); do nb ss -tlnH 'sport = 5201' | grep -q . && break; sleep 0.1; done
-	# The reader starts first (under TCG a Python start takes seconds), and reads 3 s
-	# after the stream starts and 15 s later, before the stream's 22 s are over.
+	# B's wg0 goes down (its socket closes): G keeps its session with B (sendable for
+	# REJECT_AFTER_TIME, 180 s) and encrypts and sends each forwarded packet, and B's
+	# kernel drops the datagrams for want of a socket (an ICMP error now and then,
+	# rate-limited). So nearly all the softirq work of the window is G's, and G's send
+	# to B (what a double count would add once more) is a large part of it.
+	ip -n wgh-b link set wg0 down
+	# The reader starts first (under TCG a Python start takes seconds); it reads 3 s
+	# after the flood starts and 15 s later; the flood runs until stopped.
 	python3 "$H/guest/cpuwin.py" 3 15 $nh wgh-b >/tmp/hub-$mode.out &
 	local cw=$!
 	for _ in $(seq 600); do grep -q ready /tmp/hub-$mode.out 2>/dev/null && break; sleep 0.1; done
-	na iperf3 -c 192.168.78.3 -u -b 200M -l 1200 -t 22 --timestamps >/tmp/hub-iperf-$mode.txt 2>&1 &
-	local ip=$!
+	# A's sender: 1,200-byte UDP datagrams as fast as one process sends them (A's inline
+	# encryption runs in its system calls, outside the bound and the sum).
+	(exec ip netns exec wgh-a python3 -c '
+import socket
+s, b = socket.socket(socket.AF_INET, socket.SOCK_DGRAM), bytes(1200)
+while True:
+    try:
+        s.sendto(b, ("192.168.78.3", 9))
+    except OSError:
+        pass') &
+	local blast=$!
 	wait $cw || die "cpuwin.py failed"
-	wait $ip || { cat /tmp/hub-iperf-$mode.txt; die "iperf3 failed"; }
-	sed 's/^/   /' /tmp/hub-iperf-$mode.txt
+	kill $blast
+	wait $blast || true
 	sed -n 2p /tmp/hub-$mode.out >/tmp/hub-$mode.json
 	if WGH_KEY_A="$KEY_a" WGH_KEY_B="$KEY_b" WGH_KEY_G="$KEY_g" WGH_DOUBLE=${WGH_HUB_DOUBLE:-0} \
 		python3 - "$mode" /tmp/hub-$mode.json <<'PY'; then :; else FAILS=$((FAILS + 1)); fi
@@ -157,7 +202,7 @@ if os.environ.get("WGH_DOUBLE") == "1":
     print("   (WGH_HUB_DOUBLE=1: G's peer B's tx time counted twice)")
 every = gw + cpu(bg)
 errors = []
-if gb["tx_packets"] < 1000 or bg["rx_packets"] < 1000:
+if ga["rx_packets"] < 1000 or gb["tx_packets"] < 1000:
     errors.append("fewer than 1000 packets forwarded in the window: the check would say nothing")
 for name, s in (("gateway", gw), ("all", every)):
     print(f"   {mode}: {name} peers {s / 1e6:.0f} ms <= softirq + kworkers {bound / 1e6:.0f} ms "
