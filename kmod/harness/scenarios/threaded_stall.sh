@@ -10,14 +10,20 @@
 #  │ veth0 10.9.0.1/24 ──────────────────┼──────┼── veth0 10.9.0.2/24  threaded=1     │
 #  └─────────────────────────────────────┘      └─────────────────────────────────────┘
 #
-# B's wg0 has threaded NAPI (its peer's poll runs in a napi/wg0-N kthread) and a crypt
-# cpumask of {0}; A floods B with UDP as fast as it can (two streams) for 6 s, so that
-# B's peer queue fills: drops counted at B (a vanilla peer's rx_queue holds every
-# packet from its arrival to its poll, the device's decrypt ring only those not yet
-# decrypted, so the peer queue is full first; an inline peer's holds them from their
-# decryption to the poll). Then the flood stops and B's peer must still decrypt: 10
-# pings A -> B within 15 s get replies (each request decrypted by B) and B's
-# rx_packets grow by at least 10. Phases:
+# B's wg0 has threaded NAPI (its peer's poll runs in a napi/wg0-N kthread). The
+# flood is made to outrun the poll, as heavy load does on a gateway: the NAPI kthread
+# is pinned to CPU 0, where a SCHED_FIFO busy loop runs for the first 5 s of the
+# flood (RT throttling leaves the CPU's other tasks 5 %), while everything else of
+# the tunnel runs on CPU 1 (B's veth0 steers the datagrams there with RPS, B's and
+# A's crypt cpumasks are {1}, A's iperf3 is pinned there: an inline peer decrypts in
+# CPU 1's softirq, a vanilla one in CPU 1's crypt worker). A floods B with UDP as
+# fast as it can (two streams) for 6 s, so B's peer queue fills and overflows: drops
+# counted at B (a vanilla peer's rx_queue holds every packet from its arrival to its
+# poll, the device's decrypt ring only those not yet decrypted, so the peer queue is
+# full first; an inline peer's holds them from their decryption to the poll). Then
+# the flood stops and B's peer must still decrypt: 10 pings A -> B within 15 s get
+# replies (each request decrypted by B) and B's rx_packets grow by at least 10.
+# Phases:
 #   vanilla   B's peer vanilla through the flood
 #   inline    B's peer inline
 #   switch    vanilla, switched to inline 2 s into the flood (the queue then holds
@@ -26,10 +32,15 @@
 setup_pair vanilla
 nb bash -c 'echo 1 >/sys/class/net/wg0/threaded'
 [[ $(nb cat /sys/class/net/wg0/threaded) == 1 ]] || die "threaded NAPI did not turn on"
-nb wghctl set-device wg0 0
+(($(nproc) >= 2)) || die "needs 2 CPUs (run.sh gives -smp 2)"
+nb wghctl set-device wg0 1
+na wghctl set-device wg0 1
+nb bash -c 'echo 2 >/sys/class/net/veth0/queues/rx-0/rps_cpus'
 tunnel_up wgh-a 192.168.77.2
-echo "B's NAPI threads: $(ps -eo comm | grep -c '^napi/wg0')"
-(($(ps -eo comm | grep -c '^napi/wg0') >= 1)) || die "no napi/wg0-N thread: NAPI is not threaded"
+napi_pids=$(ps -eo pid=,comm= | awk '$2 ~ /^napi\/wg0/ { print $1 }')
+echo "B's NAPI kthread(s), pid: $(echo $napi_pids)"
+[[ -n $napi_pids ]] || die "no napi/wg0-N thread: NAPI is not threaded"
+for p in $napi_pids; do taskset -pc 0 "$p" >/dev/null; done
 # counts: B's peer's "drops rx_packets".
 counts() { nb wghctl stats wg0 | python3 -c "import json, sys; r = json.load(sys.stdin)[0]; print(r['drops'], r['rx_packets'])"; }
 
@@ -47,12 +58,16 @@ phase() {
 	start_iperf_server
 	# iperf3 waits for its results on a TCP connection through the tunnel: a stalled
 	# peer would keep it waiting (TCP backs off for minutes), so it has 40 s.
-	(exec timeout 40 ip netns exec wgh-a iperf3 -c 192.168.77.2 -u -b 0 -P 2 -l 1200 -t 6 >/tmp/stall-$name.txt 2>&1) &
+	(exec timeout 40 taskset -c 1 ip netns exec wgh-a iperf3 -c 192.168.77.2 -u -b 0 -P 2 -l 1200 -t 6 >/tmp/stall-$name.txt 2>&1) &
 	local ip=$!
+	# timeout stays an ordinary task (on either CPU), so that it can end the loop.
+	timeout 5 taskset -c 0 chrt -f 10 bash -c 'while :; do :; done' &
+	local hog=$!
 	if [[ -n $switch_to ]]; then
 		sleep 2
 		nb wghctl set-peer wg0 "$KEY_A" --mode "$switch_to"
 	fi
+	wait $hog || true
 	wait $ip || true # its results come through the tunnel: a stall would fail it
 	grep -E 'SUM.*receiver' /tmp/stall-$name.txt | sed 's/^/   /' || true
 	sleep 1
