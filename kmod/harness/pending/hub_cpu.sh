@@ -9,7 +9,8 @@
 # Seen on trixie (6.12.118, 2026-12-07, a host running 4-6 TCG guests at once), inline,
 # G's peers' CPU time over softirq + kworkers (the "gateway" ratio below):
 #   current module                                      0.919 (PASS)
-#   the same + G's peer B's tx counted twice in the sum 1.30  (FAIL; WGH_HUB_DOUBLE=1's sum)
+#   the same, G's peer B's tx summed twice            1.236 (FAIL; WGH_HUB_DOUBLE=1,
+#                                                              another run; vanilla 0.721)
 #   a module built without the nested-charge subtraction
 #   (wgh_clock_charge() charging now - start whole: B's
 #   send counted in A's poll too; G's peer A rx 6,109 ms

@@ -33,7 +33,7 @@
 (($(nproc) >= 2)) || die "needs 2 CPUs (run.sh gives -smp 2)"
 setup_pair vanilla
 kp_init
-echo 32768 >$T/buffer_size_kb # a flood of ~12 s: up to ~100k events on one CPU
+echo 32768 >$T/buffer_size_kb # a flood of ~10 s: up to ~100k events on one CPU
 echo global >$T/trace_clock
 kp_add rcv wireguard wg_packet_receive 'wg=%di:x64'
 kp_add poll wireguard wg_packet_rx_poll 'napi=%di:x64'
@@ -48,14 +48,14 @@ run_cpu() {
 	nb bash -c "echo $((1 << r)) >/sys/class/net/veth0/queues/rx-0/rps_cpus"
 	start_iperf_server
 	kp_start
-	# The flood runs until stopped: 4 s, the switch (a Python start: seconds under TCG
-	# on a busy host), 6 s more.
+	# The flood runs until stopped: 3 s, the switch (a Python start: seconds under TCG
+	# on a busy host), 4 s more.
 	(exec taskset -c "$o" ip netns exec wgh-a iperf3 -c 192.168.77.2 -u -b 100M -l 1200 -t 600 >/tmp/napi-iperf.txt 2>&1) &
 	local ip=$!
-	sleep 4
+	sleep 3
 	nb wghctl set-peer wg0 "$KEY_A" --mode "${WGH_NAPI_SWITCH_TO:-inline}"
 	echo "wgh-switched" >$T/trace_marker
-	sleep 6
+	sleep 4
 	kill -INT $ip
 	wait $ip || true
 	sleep 1
