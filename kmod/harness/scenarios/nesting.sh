@@ -36,8 +36,8 @@
 # other's rx or its drops (rx <= tx <= rx + drops: nothing the stack dropped is
 # counted as sent); kprobe events on wg_xmit (each level's ndo_start_xmit) and
 # veth_xmit with the stack pointer show the nesting: inline, sends still nest (a
-# chain of 2 or more wg_xmit down to veth_xmit; the deepest, and the bytes of stack
-# it takes, are printed); vanilla, each level hands off to a worker (no chain deeper
+# chain of 2 or more wg_xmit; the deepest, and the bytes of stack it takes, are
+# printed); vanilla, each level hands off to a worker (no chain deeper
 # than one wg_xmit); one on wg_packet_encrypt_worker counts hand-offs: inline, on
 # 6.12, wg0's packets, sent into at level 7, go to the vanilla path (workers ran),
 # on 6.1 no level is above 5 (none ran). Then no "Dead loop" and no warning in the
@@ -88,10 +88,11 @@ set_mode() {
 		nb wghctl set-peer "wg$l" "$k" --mode "$1"
 	done
 }
-# chains: from the trace, per CPU in order, runs of wg_xmit hits each deeper on the
-# same stack (stack pointer lower by 512 bytes to 8 KiB: a nested transmit, not the
-# next work item of the same worker) ending at a veth_xmit; prints the longest run's
-# number of wg_xmit levels and the bytes of stack from the first wg_xmit to veth_xmit.
+# chains: from the trace, per CPU in order, runs of wg_xmit and veth_xmit hits each
+# deeper on the same stack (stack pointer lower by 512 bytes to 8 KiB: a nested
+# transmit, not the next work item of the same context); prints the most wg_xmit
+# levels nested in one run and the bytes of stack from its first hit to its deepest
+# (a run ends at veth_xmit, or where a level hands its packets to the workers).
 chains() {
 	python3 - "$T/trace" <<'PY'
 import re, sys
@@ -107,10 +108,9 @@ for text in open(sys.argv[1]):
     if run and not 512 <= run[-1][1] - sp <= 8192:
         run.clear()
     run.append((ev, sp))
+    levels = sum(1 for e, _ in run if e == "wgx")
+    best = max(best, (levels, run[0][1] - sp if levels else 0))
     if ev == "vethx":
-        levels = sum(1 for e, _ in run if e == "wgx")
-        depth = run[0][1] - sp if levels else 0
-        best = max(best, (levels, depth))
         run.clear()
 print(*best)
 PY
@@ -135,7 +135,7 @@ for mode in inline vanilla; do
 	check "$mode/iperf3" "iperf3 through wg$TOP moved 100 kB or more" eval "((got >= 100000))"
 	((($(kp_lost)) == 0)) || echo "   (the trace buffer overwrote $(kp_lost) events)"
 	read -r levels depth < <(chains)
-	echo "   deepest chain of nested transmits: $levels wg_xmit levels down to veth_xmit, $depth bytes of stack"
+	echo "   deepest chain of nested transmits: $levels wg_xmit levels, $depth bytes of stack"
 	if [[ $mode == inline ]]; then
 		check "$mode/nested" "sends into wg$TOP still nest (2 or more wg_xmit in one chain)" \
 			eval "((levels >= 2))"
