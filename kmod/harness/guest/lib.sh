@@ -110,7 +110,8 @@ unload_module() {
 	echo "rmmod: clean"
 }
 
-# stats_when_quiet: A's record of B in /tmp/a.json and B's of A in /tmp/b.json, read
+# stats_when_quiet [DEV]: A's record of B in /tmp/a.json and B's of A in /tmp/b.json
+# (DEV's, wg0 by default), read
 # once the tunnel is quiet: the same readings twice, 1 s apart (up to 10 tries). Read
 # while a packet is in flight, or while one end sends (iperf3's last segments, its
 # control connection closing, a keepalive) between the two ends' readings, one end has
@@ -118,13 +119,13 @@ unload_module() {
 # against A's rx 651 (B read first), and in mode_flip's UDP phase A's tx 117,095
 # against B's rx 117,096 (A read first, 1 s after iperf3 had ended).
 stats_when_quiet() {
-	local i
+	local i dev=${1:-wg0}
 	for i in $(seq 10); do
-		nb wghctl stats wg0 >/tmp/b.json
-		na wghctl stats wg0 >/tmp/a.json
+		nb wghctl stats "$dev" >/tmp/b.json
+		na wghctl stats "$dev" >/tmp/a.json
 		sleep 1
-		nb wghctl stats wg0 >/tmp/b2.json
-		na wghctl stats wg0 >/tmp/a2.json
+		nb wghctl stats "$dev" >/tmp/b2.json
+		na wghctl stats "$dev" >/tmp/a2.json
 		if cmp -s /tmp/a.json /tmp/a2.json && cmp -s /tmp/b.json /tmp/b2.json; then
 			return 0
 		fi

@@ -12,8 +12,16 @@
 #  └─────────────────────────────────────┘      └─────────────────────────────────────┘
 #  Both ends get the same mask and core; each phase: traffic both ways, then the hits.
 #
-#   crypt0     vanilla, crypt cpumask {0}: encrypt and decrypt workers only on CPU 0
-#   crypt1     vanilla, crypt cpumask {1}: only on CPU 1
+#   crypt0     vanilla, crypt cpumask {0}: encrypt and decrypt workers only on CPU 0,
+#              and the TX worker too (core -1: upstream's choice, made among the
+#              mask's CPUs); then 3 new handshakes (wg0 down and up at both ends,
+#              a ping): the handshake receive workers only on CPU 0
+#   crypt1     vanilla, crypt cpumask {1}: all of that only on CPU 1
+#              (The series before issue 12's finding 11 fix chose the TX CPU as
+#              internal id modulo every online CPU, so A's peer (id 0) and B's (id
+#              1) had their TX workers on different CPUs whatever the mask, and
+#              spread handshake work round robin over every CPU: each device's
+#              3 messages went to both CPUs.)
 #   crypt_all  vanilla, empty mask: each worker on both CPUs (the probes tell CPUs apart)
 #   tx1        vanilla, TX core 1: the TX worker only on CPU 1
 #   tx0        vanilla, TX core 0: only on CPU 0
@@ -28,6 +36,7 @@ kp_init
 kp_add enc wireguard wg_packet_encrypt_worker
 kp_add dec wireguard wg_packet_decrypt_worker
 kp_add tx wireguard wg_packet_tx_worker
+kp_add hs wireguard wg_packet_handshake_receive_worker
 tunnel_up wgh-a 192.168.77.2
 tunnel_up wgh-b 192.168.77.1
 
@@ -63,6 +72,26 @@ phase() {
 	local ev
 	for ev in enc dec tx; do echo "   $ev: $(kp_cpus $ev)"; done
 }
+# handshakes NAME: 3 new handshakes, each end's wg0 down and up (which clears its
+# keypairs and handshake state) then a ping A -> B, which starts one; the hits of
+# the handshake receive workers (B's for the initiations, A's for the responses).
+handshakes() {
+	step "$1: mask {$(na wghctl get wg0)}, 3 handshakes, hits per CPU:"
+	quiet
+	kp_start
+	local i
+	for i in 1 2 3; do
+		ip -n wgh-a link set wg0 down
+		ip -n wgh-b link set wg0 down
+		ip -n wgh-a link set wg0 up
+		ip -n wgh-b link set wg0 up
+		tunnel_up wgh-a 192.168.77.2 >/dev/null
+	done
+	quiet
+	kp_stop
+	((($(kp_lost)) == 0)) || die "$1: the trace buffer overwrote $(kp_lost) events"
+	echo "   hs: $(kp_cpus hs)"
+}
 FAILS=0
 check() { # check NAME CONDITION-TEXT, CONDITION as the exit status of the rest
 	local name=$1 what=$2
@@ -81,11 +110,19 @@ both_mask 0
 phase crypt0
 check crypt0 "encrypt worker ran, only on CPU 0" only_on enc 0
 check crypt0 "decrypt worker ran, only on CPU 0" only_on dec 0
+check crypt0 "TX worker (core -1) ran, only on CPU 0" only_on tx 0
+handshakes hs0
+check hs0 "handshake workers ran (6 messages or more), only on CPU 0" \
+	eval "(($(hits_total hs) >= 6)) && only_on hs 0"
 
 both_mask 1
 phase crypt1
 check crypt1 "encrypt worker ran, only on CPU 1" only_on enc 1
 check crypt1 "decrypt worker ran, only on CPU 1" only_on dec 1
+check crypt1 "TX worker (core -1) ran, only on CPU 1" only_on tx 1
+handshakes hs1
+check hs1 "handshake workers ran (6 messages or more), only on CPU 1" \
+	eval "(($(hits_total hs) >= 6)) && only_on hs 1"
 
 both_mask ""
 phase crypt_all

@@ -76,14 +76,18 @@
  * Core control:
  *
  *    The device's crypt cpumask: the CPUs whose crypt workers encrypt and
- *    decrypt the packets of vanilla peers. Upstream uses every online CPU;
- *    so does an empty (all-zero) mask. If no CPU of the mask is online, every
- *    online CPU is used.
+ *    decrypt the packets of vanilla peers, and whose handshake workers
+ *    process the handshake messages received (round robin, as upstream over
+ *    every CPU). Upstream uses every online CPU; so does an empty (all-zero)
+ *    mask. If no CPU of the mask is online, every online CPU is used. Not
+ *    covered: handshake messages are created and sent from WireGuard's
+ *    unbound workqueue, which the scheduler places, as upstream.
  *
  *    A peer's core: the CPU of its serial TX work (the vanilla TX worker, and
  *    for inline peers the rare hand-off described in the commit messages).
- *    -1 is upstream's choice (internal id modulo online CPUs). A core that goes
- *    offline falls back to upstream's choice until it is online again.
+ *    -1 is upstream's choice (internal id modulo the CPUs) made among the
+ *    online CPUs of the crypt cpumask (every online CPU if it has none). A
+ *    core that goes offline falls back to that choice until it is online again.
  *
  * Bit masks of CPUs (WGH_A_DEVICE_CRYPT_CPUMASK) are byte arrays: CPU n is bit
  * (n % 8) of byte (n / 8), so that a mask read as a little-endian integer has
@@ -149,11 +153,15 @@
  *
  *    offset size field
  *         0   32 public_key   the peer's public key
- *        32    8 rx_bytes     data (and keepalive) messages received and
- *                             accepted, counted as upstream's rx_bytes: the
- *                             encrypted message length (header + tag), no
- *                             outer UDP/IP
- *        40    8 tx_bytes     data messages sent, same measure
+ *        32    8 rx_bytes     upstream's own rx_bytes of the peer, what
+ *                             `wg show transfer` prints as received: every
+ *                             message from the peer that was authenticated,
+ *                             data (keepalives included) and handshake, by
+ *                             its WireGuard length (for data, header + tag),
+ *                             no outer UDP/IP
+ *        40    8 tx_bytes     upstream's own tx_bytes, `wg show transfer`'s
+ *                             sent: every message sent to the peer, data
+ *                             and handshake, same measure
  *        48    8 rx_packets   data messages accepted (incl. keepalives)
  *        56    8 tx_packets   data messages sent (incl. keepalives)
  *        64    8 rx_cpu_ns    ns of CPU time spent on this peer's received
