@@ -164,3 +164,32 @@ def test_vanilla_cost_rises_with_vanilla_load() -> None:
     assert s * c.vanilla_cost(s) == pytest.approx(10.0, rel=1e-6)
     m = Model(np.array([5.0, 5.0]), c, 8)
     assert m.score(np.array([True, True]), 8).gbps == pytest.approx(10.0)
+
+
+@settings(max_examples=200, deadline=None)
+@given(demand=st.lists(st.one_of(st.sampled_from([0.0, -0.0, 0.5, 1.0, 2.0, float("nan")]),
+                                 st.floats(0, 10)), min_size=1, max_size=400),
+       ncores=st.integers(1, 8), vanilla=st.lists(st.integers(0, 399), max_size=60))
+def test_the_model_orders_only_the_head_and_scores_as_a_full_sort(
+    demand: list[float], ncores: int, vanilla: list[int],
+) -> None:
+    """The head of the tunnels by demand (ties in row order) is what a stable sort of all
+    of them gives, however far a vanilla set makes scoring look; and a model of many
+    tunnels orders only that head."""
+    d = np.array(demand)
+    m = Model(d, Costs(), ncores)
+    full = np.argsort(-np.maximum(d, 0.0), kind="stable")
+    vidx = np.unique(np.array([v for v in vanilla if v < d.shape[0]], dtype=np.int64))
+    m.view(vidx)
+    k = m.order.shape[0]
+    assert k >= min(d.shape[0], 2 * ncores + vidx.shape[0])
+    assert m.order.tolist() == full[:k].tolist()
+    assert (m.rank[full[:k]] == np.arange(k)).all() and (np.delete(m.rank, full[:k]) >= k).all()
+
+
+def test_a_model_of_many_tunnels_sorts_only_the_head() -> None:
+    d = np.random.default_rng(1).lognormal(-3.0, 1.5, 100_000)
+    m = Model(d, Costs(), 32)
+    m.score(d > 3.0, 4)
+    assert 64 <= m.order.shape[0] < 1_000
+    assert m.order.tolist() == np.argsort(-d, kind="stable")[:m.order.shape[0]].tolist()

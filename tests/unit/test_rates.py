@@ -9,11 +9,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from wghybrid.core.rates import (
+    KeyIndex,
     lookup,
     realign,
+    reindex,
     rows_of,
     same_rows,
     update_rates,
+    update_rates_pair,
 )
 from wghybrid.model import GatewaySample, InterfaceState, PeerId, PeerTable, raw_key
 
@@ -171,19 +174,25 @@ def test_lookup_equals_the_dict_of_identities(
     assert lookup(*old, *new).tolist() == reference_lookup(old, new)
 
 
-def test_lookup_many_peers_churn_and_reshuffle() -> None:
-    rng = np.random.default_rng(3)
-    n = 5000
+def many_peers(seed: int, n: int, new: int) -> tuple[np.ndarray, ...]:
+    """Keys and interfaces of n peers, a permutation of them, and the same table with
+    `new` of them gone (`keep`: the rows left) and `new` new ones at the end."""
+    rng = np.random.default_rng(seed)
     keys = rng.integers(0, 256, (n, 32), dtype=np.uint8).view("S32").ravel()
     iface = (rng.random(n) < 0.3).astype(np.int32)
-    names = ("wg0", "wg1")
     perm = rng.permutation(n)
+    keep = np.sort(rng.choice(n, n - new, replace=False))
+    new_keys = np.concatenate([keys[keep], rng.integers(0, 256, (new, 32), np.uint8)
+                               .view("S32").ravel()])
+    new_iface = np.concatenate([iface[keep], np.zeros(new, np.int32)])
+    return keys, iface, perm, keep, new_keys, new_iface
+
+
+def test_lookup_many_peers_churn_and_reshuffle() -> None:
+    keys, iface, perm, keep, new_keys, new_iface = many_peers(3, 5000, 50)
+    names = ("wg0", "wg1")
     assert lookup(names, iface, keys, names, iface[perm], keys[perm]).tolist() == perm.tolist()
     # 1 % gone, 1 % new at the end, and wg1 renamed: its peers are new peers
-    keep = np.sort(rng.choice(n, n - 50, replace=False))
-    new_keys = np.concatenate([keys[keep], rng.integers(0, 256, (50, 32), np.uint8)
-                               .view("S32").ravel()])
-    new_iface = np.concatenate([iface[keep], np.zeros(50, np.int32)])
     old, new = (names, iface, keys), (("wg0", "wg9"), new_iface, new_keys)
     assert lookup(*old, *new).tolist() == reference_lookup(old, new)
 
@@ -231,3 +240,93 @@ def test_churned_rates_equal_the_reference_alignment(
                 np.testing.assert_array_equal(got.rx_bps, expected.rx_bps)
                 np.testing.assert_array_equal(got.valid, expected.valid)
         r = update_rates(r, s, 0.0)
+
+
+# -- the kept index: one sort per changed peer set, the same rows as the lookup ------------
+
+
+@settings(max_examples=300, deadline=None)
+@given(old=tables(), new=tables(), wanted=tables(max_rows=5))
+def test_key_index_finds_the_rows_the_dict_of_identities_finds(
+    old: tuple[tuple[str, ...], np.ndarray, np.ndarray],
+    new: tuple[tuple[str, ...], np.ndarray, np.ndarray],
+    wanted: tuple[tuple[str, ...], np.ndarray, np.ndarray],
+) -> None:
+    """Duplicates, names listed twice or renamed, digest collisions, NUL-ended keys."""
+    index_old, index_new = KeyIndex(*old), KeyIndex(*new)
+    assert index_new.rows_in(index_old).tolist() == reference_lookup(old, new)
+    names, iface, keys = wanted
+    peers = [PeerId(names[i], raw_key(k)) for i, k in zip(iface.tolist(), keys.tolist(),
+                                                          strict=True)]
+    assert index_old.rows_of(peers).tolist() == rows_of(*old, peers).tolist()
+
+
+def test_key_index_of_many_peers_churn_and_reshuffle() -> None:
+    n = 20_000
+    keys, iface, perm, keep, new_keys, new_iface = many_peers(5, n, 200)
+    names = ("wg0", "wg1")
+    old = KeyIndex(names, iface, keys)
+    assert KeyIndex(names, iface[perm], keys[perm]).rows_in(old).tolist() == perm.tolist()
+    got = KeyIndex(names, new_iface, new_keys).rows_in(old)
+    assert got.tolist() == lookup(names, iface, keys, names, new_iface, new_keys).tolist()
+    assert got[:n - 200].tolist() == keep.tolist() and (got[n - 200:] == -1).all()
+
+
+def counted_indexes(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    made: list[int] = []
+    real = KeyIndex.__init__
+
+    def init(self: KeyIndex, *args: object) -> None:
+        made.append(1)
+        real(self, *args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(KeyIndex, "__init__", init)
+    return made
+
+
+def test_reindex_sorts_a_peer_set_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The same peers in the same order: the index is kept (no sort); another peer set:
+    one new index, which the next tick's alignment starts from."""
+    made = counted_indexes(monkeypatch)
+    s0 = sample(0.0, [1, 2, 3], [0, 0, 0])
+    r0 = update_rates(None, s0, 0.0)
+    rows, index = reindex(None, None, s0)
+    assert rows is None and index is None and not made
+    index = KeyIndex(r0.ifnames, r0.iface, r0.key)
+    made.clear()
+    rows, kept = reindex(r0, index, sample(1.0, [1, 2, 3], [5, 5, 5]))
+    assert rows is None and kept is index and not made
+    s2 = sample(2.0, [3, 9, 1], [9, 9, 9])
+    rows, new = reindex(r0, index, s2)
+    assert made == [1] and new is not None and new is not index
+    assert rows is not None and rows.tolist() == [2, -1, 0] == realign(r0, s2).tolist()
+
+
+@settings(max_examples=100, deadline=None)
+@given(ticks=st.lists(st.tuples(tables(max_rows=8), st.sampled_from([0.0, 1.0, 2.5])),
+                      min_size=2, max_size=6))
+def test_the_pair_of_rates_equals_two_folds(
+    ticks: list[tuple[tuple[tuple[str, ...], np.ndarray, np.ndarray], float]],
+) -> None:
+    """Smoothed and unsmoothed rates folded together are those folded one by one, bit for
+    bit, through churn, restarts and readings whose time does not advance."""
+    slow = fast = ref_slow = ref_fast = None
+    now = 0.0
+    for t, ((ifnames, iface, keys), step) in enumerate(ticks):
+        n = len(keys)
+        now += step
+        s = GatewaySample(
+            now=now, cores=2, core_busy_ns=np.full(2, int(now * 1e8), np.uint64),
+            interfaces=tuple(InterfaceState(name, frozenset(), False) for name in ifnames),
+            peers=PeerTable.build(iface, keys, rx_bytes=np.arange(n, dtype=np.uint64) * 1000
+                                  * (t + 1), rx_cpu_ns=np.full(n, 10**6 * t, np.uint64),
+                                  epoch=np.full(n, 1 + t // 3, np.uint64)),
+        )
+        slow, fast = update_rates_pair(slow, fast, s, 2.0)
+        assert slow.counters is fast.counters  # one fold for both, not two
+        ref_slow, ref_fast = update_rates(ref_slow, s, 2.0), update_rates(ref_fast, s, 0.0)
+        for got, want in ((slow, ref_slow), (fast, ref_fast)):
+            assert got.now == want.now
+            for f in ("rx_bps", "tx_bps", "rx_pps", "tx_pps", "cpu", "drop_pps", "valid",
+                      "counters", "epoch", "core_busy", "busy_ns", "iface"):
+                np.testing.assert_array_equal(getattr(got, f), getattr(want, f), err_msg=f)

@@ -14,7 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from prometheus_client.parser import text_string_to_metric_families
 
-from wghybrid.core.rates import Rates
+from wghybrid.core.rates import KeyIndex, Rates
 from wghybrid.core.status import (
     PeerColumns,
     build_status,
@@ -249,6 +249,19 @@ def test_columns_equal_the_per_peer_status(w: dict[str, Any]) -> None:
         for p in i.peers:
             assert has_peer(i, p.public_key)
         assert not has_peer(i, key(9)) and not has_peer(i, b"short")
+
+
+@settings(max_examples=300, deadline=None)
+@given(w=worlds())
+def test_the_status_made_with_the_controllers_index_is_the_same(w: dict[str, Any]) -> None:
+    """Overrides and unmanaged marks found through the kept index of the sample's peers
+    (the controller's, no sort) mark the rows the lookups mark (duplicate keys too)."""
+    s = w["sample"]
+    ifnames = tuple(i.name for i in s.interfaces)
+    index = KeyIndex(ifnames, s.peers.iface, s.peers.key) if ifnames else None
+    got = build_status(s, w["rates"], w["pclass"], w["mode_since"], w["pol"], w["unmanaged"],
+                       w["unsupported"], w["overrides"], w["wall_now"], index=index)
+    _same(got, reference_status(**w))
 
 
 @settings(max_examples=50, deadline=None)

@@ -48,7 +48,7 @@ from wghybrid.core.estimate import (
     update_demand,
 )
 from wghybrid.core.placement import SHORT_MARGIN, PlanInput, PlanOutput, plan_operations
-from wghybrid.core.rates import Rates, realign, rows_of, update_rates
+from wghybrid.core.rates import KeyIndex, Rates, reindex, update_rates_pair
 from wghybrid.core.status import build_status
 from wghybrid.model import (
     F64,
@@ -116,12 +116,6 @@ class _PeerState:
     """When its core last changed (-inf: never seen moving)."""
 
 
-def _take(arr: np.ndarray, rows: np.ndarray, fill: float | int) -> np.ndarray:
-    if arr.shape[0] == 0:
-        return np.full(rows.shape[0], fill, dtype=arr.dtype)
-    return np.where(rows >= 0, arr[np.where(rows >= 0, rows, 0)], fill).astype(arr.dtype)
-
-
 def rows_prev_ok(rows: np.ndarray | None, prev: Rates) -> np.ndarray:
     """bool per row of the new sample: it has a row in `prev` (rows None: same rows)."""
     if rows is None:
@@ -158,6 +152,8 @@ class Controller:
         self._policy = policy
         self._rates: Rates | None = None
         self._fast: Rates | None = None
+        self._index: KeyIndex | None = None
+        """The identities of `_rates`' rows, sorted (made when first needed)."""
         self._peers: _PeerState | None = None
         self._sample: GatewaySample | None = None
         self._last: PlanOutput | None = None
@@ -219,46 +215,59 @@ class Controller:
         if rows is None:
             return st
         fresh = rows < 0
+        kept = ~fresh
+        at = np.where(kept, rows, 0)
+
+        def take(arr: np.ndarray, fill: float | int) -> np.ndarray:
+            """`arr`'s rows for the sample's (`fill` for new peers)."""
+            if arr.shape[0] == 0:
+                return np.full(n, fill, dtype=arr.dtype)
+            return np.where(kept, arr[at], fill).astype(arr.dtype)
+
         adopted = np.where(mode == Mode.VANILLA, PeerClass.ELEPHANT, PeerClass.MOUSE)
+        d = st.demand
         return _PeerState(
-            Classes(np.where(fresh, adopted, _take(st.classes.pclass, rows, 0)).astype(np.uint8),
+            Classes(np.where(fresh, adopted, take(st.classes.pclass, 0)).astype(np.uint8),
                     np.zeros(n)),
-            np.where(fresh, sample.now, _take(st.mode_since, rows, 0.0)),
-            np.where(fresh, mode, _take(st.found_mode, rows, 0)).astype(np.uint8),
-            np.where(fresh, mode, _take(st.last_mode, rows, 0)).astype(np.uint8),
-            None if st.demand is None else Demand(
-                _take(st.demand.gbps, rows, 0.0), _take(st.demand.measured, rows, 0.0),
-                _take(st.demand.censored, rows, False), _take(st.demand.cause, rows, 0),
-                _take(st.demand.peak, rows, 0.0),
-                None if st.demand.known is None else _take(st.demand.known, rows, np.nan),
-                None if st.demand.known_age is None
-                else _take(st.demand.known_age, rows, np.inf)),
-            np.where(fresh, self._adopted(sample.now), _take(st.changed_at, rows, NEVER)),
-            np.where(fresh, mode, _take(st.want_mode, rows, 0)).astype(np.uint8),
-            np.where(fresh, np.nan, _take(st.want_since, rows, np.nan)),
-            np.where(fresh, sample.peers.core, _take(st.last_core, rows, -1)).astype(np.int32),
-            np.where(fresh, NEVER, _take(st.moved_at, rows, NEVER)),
-            np.where(fresh, 255, _take(st.key_at_change, rows, 255)).astype(np.uint8),
-            np.where(fresh, False, _take(st.auto, rows, False)).astype(bool),
+            np.where(fresh, sample.now, take(st.mode_since, 0.0)),
+            np.where(fresh, mode, take(st.found_mode, 0)).astype(np.uint8),
+            np.where(fresh, mode, take(st.last_mode, 0)).astype(np.uint8),
+            None if d is None else Demand(
+                take(d.gbps, 0.0), take(d.measured, 0.0), take(d.censored, False),
+                take(d.cause, 0), take(d.peak, 0.0),
+                None if d.known is None else take(d.known, np.nan),
+                None if d.known_age is None else take(d.known_age, np.inf)),
+            np.where(fresh, self._adopted(sample.now), take(st.changed_at, NEVER)),
+            np.where(fresh, mode, take(st.want_mode, 0)).astype(np.uint8),
+            np.where(fresh, np.nan, take(st.want_since, np.nan)),
+            np.where(fresh, sample.peers.core, take(st.last_core, -1)).astype(np.int32),
+            np.where(fresh, NEVER, take(st.moved_at, NEVER)),
+            np.where(fresh, 255, take(st.key_at_change, 255)).astype(np.uint8),
+            np.where(fresh, False, take(st.auto, False)).astype(bool),
         )
 
-    def _rows_of(self, keys: Sequence[PeerId]) -> list[int]:
-        if self._rates is None or not keys:
-            return [-1] * len(keys)
+    def _key_index(self) -> KeyIndex | None:
         r = self._rates
-        return rows_of(r.ifnames, r.iface, r.key, keys).tolist()
+        if r is not None and self._index is None:
+            self._index = KeyIndex(r.ifnames, r.iface, r.key)
+        return self._index
+
+    def _rows_of(self, keys: Sequence[PeerId]) -> list[int]:
+        index = self._key_index()
+        if index is None or not keys:
+            return [-1] * len(keys)
+        return index.rows_of(keys).tolist()
 
     def plan(self, sample: GatewaySample, overrides: Sequence[Override], wall_now: float) -> Plan:
         """Fold in one sample and decide; returns the operations to apply (maybe none)."""
         pol = self._policy
         cl = pol.classify
         prev = self._rates
-        rows = realign(prev, sample)
+        rows, index = reindex(prev, self._index, sample)
         st = self._align(sample, rows)
-        rates = update_rates(prev, sample, pol.smoothing, rows)
-        # The same counters unsmoothed: decisions react within a tick; people read the
-        # smoothed ones.
-        fast = update_rates(self._fast, sample, 0.0, rows)
+        # The same counters smoothed and unsmoothed: decisions react within a tick; people
+        # read the smoothed ones.
+        rates, fast = update_rates_pair(prev, self._fast, sample, pol.smoothing, rows)
         dt = sample.now - prev.now if prev is not None else 0.0
         peers = sample.peers
         n = len(peers)
@@ -337,7 +346,7 @@ class Controller:
                           np.where(demand.gbps < cap_i * 0.8, PeerClass.MOUSE,
                                    st.classes.pclass)).astype(np.uint8)
         self._costs = costs
-        self._rates, self._fast, self._sample = rates, fast, sample
+        self._rates, self._fast, self._sample, self._index = rates, fast, sample, index
 
         ifnames = rates.ifnames
         managed = np.ones(n, dtype=bool)
@@ -500,13 +509,22 @@ class Controller:
         typical = inp.load_typical if inp.load_typical.shape[0] == on_inline.shape[0] \
             else inp.load_inline
         core_load = np.bincount(where, weights=typical[on_inline], minlength=size)
+        # Per peer row of the plan, its numbers as Python values, read once.
+        at = np.asarray([r for r in out.rows if r >= 0], dtype=np.int64)
+        per_row = dict(zip(at.tolist(), zip(
+            demand.gbps[at].tolist(), demand.measured[at].tolist(),
+            demand.cause[at].tolist(), pinned[at].tolist(), pin_core[at].tolist(),
+            inp.core[at].tolist(), inp.mode[at].tolist(), out.mode[at].tolist(),
+            strict=True), strict=True))
+        loads, peaks = core_load.tolist(), core_peak.tolist()
+        sat = inp.saturated.tolist()
+        inline_mode, vanilla_mode = int(Mode.INLINE), int(Mode.VANILLA)
         ops: list[Operation] = []
         for op, row in zip(out.plan, out.rows, strict=True):
             if row < 0:
                 ops.append(replace(op, reason=self._device_reason(op, out, costs, v_gbps)))
                 continue
-            d, m = float(demand.gbps[row]), float(demand.measured[row])
-            cause = int(demand.cause[row])
+            d, m, cause, is_pinned, pinned_core, old, mode_was, mode_after = per_row[row]
             peer_nums = (("demand_gbps", d), ("measured_gbps", m),
                          ("censored", float(cause != Cap.NONE)))
             seen = f"measured {_gb(m)} Gbps"
@@ -515,9 +533,9 @@ class Controller:
             else:
                 seen += f", demand estimate {_gb(d)}"
             if isinstance(op, SetPeerMode):
-                if pinned[row]:
+                if is_pinned:
                     r = Reason("override", f"operator override: mode {op.mode}", peer_nums)
-                elif op.mode == Mode.VANILLA:
+                elif op.mode == vanilla_mode:
                     r = Reason(
                         "more-than-inline",
                         f"{seen} Gbps, more than one inline core carries ({_gb(cap_i)}); "
@@ -542,46 +560,43 @@ class Controller:
                         f"{_gb(gw[1][1]) if gw else '?'} Gbps): vanilla costs "
                         f"{_gb(costs.vanilla)} cores per Gbps, inline {_gb(costs.inline)}",
                         peer_nums + cost_nums + gw)
+                ops.append(SetPeerMode(op.interface, op.public_key, op.mode, r))
+                continue
+            assert isinstance(op, SetPeerCore)
+            here = 0 <= old < len(loads)
+            if pinned_core >= 0:
+                r = Reason("override", f"operator override: core {op.core}", peer_nums)
+            elif mode_after != mode_was:
+                r = Reason("placed", f"placed for mode {Mode(mode_after)} on "
+                           f"core {op.core}, the least loaded", peer_nums)
+            elif mode_after == inline_mode and here and loads[old] > 1.0 + SHORT_MARGIN:
+                r = Reason("core-short",
+                           f"core {old} is short: its inline tunnels usually want "
+                           f"{_gb(loads[old])} cores (at their peaks "
+                           f"{_gb(peaks[old])})", peer_nums +
+                           (("core_load_before", loads[old]),
+                            ("core_peak_before", peaks[old])))
+            elif mode_after == inline_mode and here and old not in out.pool \
+                    and (len(sat) <= old or not sat[old]):
+                r = Reason("spread", f"core {old} usually carries "
+                           f"{_gb(loads[old])} cores of inline work, core "
+                           f"{op.core} {_gb(float(core_load[op.core]))}: evened out",
+                           peer_nums + (("core_load_before", loads[old]),))
+            elif mode_after == inline_mode and here and old not in out.pool:
+                # Saturated and full, not short (placement._rebalance): a tunnel left
+                # alone on a core, or one of its small neighbours moved off.
+                r = Reason("core-full",
+                           f"core {old} is saturated and full (its inline tunnels usually "
+                           f"want {_gb(loads[old])} cores): its largest tunnel "
+                           f"gets a core to itself, where a capped reading shows whether "
+                           f"it wants more than one", peer_nums +
+                           (("core_load_before", loads[old]),
+                            ("core_peak_before", peaks[old])))
             else:
-                assert isinstance(op, SetPeerCore)
-                old = int(inp.core[row])
-                moved_mode = out.mode[row] != inp.mode[row]
-                if pin_core[row] >= 0:
-                    r = Reason("override", f"operator override: core {op.core}", peer_nums)
-                elif moved_mode:
-                    r = Reason("placed", f"placed for mode {Mode(int(out.mode[row]))} on "
-                               f"core {op.core}, the least loaded", peer_nums)
-                elif out.mode[row] == Mode.INLINE and old >= 0 and old < core_load.shape[0] \
-                        and core_load[old] > 1.0 + SHORT_MARGIN:
-                    r = Reason("core-short",
-                               f"core {old} is short: its inline tunnels usually want "
-                               f"{_gb(float(core_load[old]))} cores (at their peaks "
-                               f"{_gb(float(core_peak[old]))})", peer_nums +
-                               (("core_load_before", float(core_load[old])),
-                                ("core_peak_before", float(core_peak[old]))))
-                elif out.mode[row] == Mode.INLINE and 0 <= old < core_load.shape[0] \
-                        and old not in out.pool and (inp.saturated.shape[0] <= old
-                                                     or not inp.saturated[old]):
-                    r = Reason("spread", f"core {old} usually carries "
-                               f"{_gb(float(core_load[old]))} cores of inline work, core "
-                               f"{op.core} {_gb(float(core_load[op.core]))}: evened out",
-                               peer_nums + (("core_load_before", float(core_load[old])),))
-                elif out.mode[row] == Mode.INLINE and 0 <= old < core_load.shape[0] \
-                        and old not in out.pool:
-                    # Saturated and full, not short (placement._rebalance): a tunnel left
-                    # alone on a core, or one of its small neighbours moved off.
-                    r = Reason("core-full",
-                               f"core {old} is saturated and full (its inline tunnels usually "
-                               f"want {_gb(float(core_load[old]))} cores): its largest tunnel "
-                               f"gets a core to itself, where a capped reading shows whether "
-                               f"it wants more than one", peer_nums +
-                               (("core_load_before", float(core_load[old])),
-                                ("core_peak_before", float(core_peak[old]))))
-                else:
-                    what = "pool" if out.mode[row] == Mode.VANILLA else "inline cores"
-                    r = Reason("misplaced", f"core {old} is not among the {what}; "
-                               f"placed on core {op.core}", peer_nums)
-            ops.append(replace(op, reason=r))
+                what = "pool" if mode_after == vanilla_mode else "inline cores"
+                r = Reason("misplaced", f"core {old} is not among the {what}; "
+                           f"placed on core {op.core}", peer_nums)
+            ops.append(SetPeerCore(op.interface, op.public_key, op.core, r))
         return ops
 
     def _device_reason(self, op: Operation, out: PlanOutput, costs: Costs,
@@ -658,7 +673,8 @@ class Controller:
             return ()
         return build_status(sample, rates, st.classes.pclass, st.mode_since, self._policy,
                             self._unmanaged, self._unsupported, overrides, wall_now,
-                            demand=None if st.demand is None else st.demand.gbps)
+                            demand=None if st.demand is None else st.demand.gbps,
+                            index=self._key_index() if self._unmanaged or overrides else None)
 
     # -- read-only views (explain, issue 13) -------------------------------------------
     def peer_view(self, interface: str, public_key: bytes) -> dict[str, float] | None:

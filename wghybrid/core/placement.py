@@ -32,6 +32,7 @@ import numpy as np
 from wghybrid.model import (
     F64,
     I32,
+    KEY_LEN,
     U8,
     Keys,
     Mode,
@@ -360,6 +361,18 @@ def _rebalance(
     return budget
 
 
+_MODE_OF = {int(m): m for m in Mode}
+_INLINE = int(Mode.INLINE)
+
+
+def _raw_keys(key: Keys, rows: np.ndarray) -> list[bytes]:
+    """`raw_key` of each of `rows`' keys."""
+    picked = key[rows]
+    if picked.dtype.kind == "S" and picked.dtype.itemsize == KEY_LEN:
+        return list(np.ascontiguousarray(picked).view(f"V{KEY_LEN}").ravel().tolist())
+    return [raw_key(k) for k in picked]
+
+
 def plan_operations(inp: PlanInput, params: Placement) -> PlanOutput:
     n = inp.key.shape[0]
     ncores = (max(inp.cores) + 1) if inp.cores else 1
@@ -500,19 +513,23 @@ def plan_operations(inp: PlanInput, params: Placement) -> PlanOutput:
     rows: list[int] = []
     rows_first: list[int] = []
     ifn = inp.ifnames
-    for i in np.flatnonzero((target != inp.mode) | (new_core != inp.core)).tolist():
-        name, key = ifn[int(inp.iface[i])], raw_key(inp.key[i])
-        mode_op = SetPeerMode(name, key, Mode(int(target[i])))
-        core_op = SetPeerCore(name, key, int(new_core[i]))
+    at = np.flatnonzero((target != inp.mode) | (new_core != inp.core))
+    # Per changed row, its values as Python objects, read once.
+    for i, name_at, key, want, was, to, now_on, first in zip(
+            at.tolist(), inp.iface[at].tolist(), _raw_keys(inp.key, at), target[at].tolist(),
+            inp.mode[at].tolist(), new_core[at].tolist(), inp.core[at].tolist(),
+            (pinned[at] | pin_core[at]).tolist(), strict=True):
+        name = ifn[name_at]
+        mode_op = SetPeerMode(name, key, _MODE_OF[want])
+        core_op = SetPeerCore(name, key, to)
         seq: list[Operation] = []
-        moved = new_core[i] != inp.core[i]
-        if target[i] == inp.mode[i]:
+        moved = to != now_on
+        if want == was:
             seq = [core_op]
-        elif target[i] == Mode.INLINE:
+        elif want == _INLINE:
             seq = [core_op, mode_op] if moved else [mode_op]  # core first: start inline there
         else:
             seq = [mode_op, core_op] if moved else [mode_op]  # leave inline, then move
-        first = bool(pinned[i] or pin_core[i])
         (ops_first if first else ops).extend(seq)
         (rows_first if first else rows).extend([i] * len(seq))
 

@@ -18,7 +18,7 @@ Correctness at the edges, each handled without a Python loop per peer:
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -183,10 +183,121 @@ def rows_of(
     ifnames: tuple[str, ...], iface: np.ndarray, key: Keys, wanted: Sequence[PeerId]
 ) -> np.ndarray:
     """For each peer of `wanted`, its row in the table, or -1."""
+    names, q_iface, q_key = _wanted(wanted)
+    return lookup(ifnames, iface, key, names, q_iface, q_key)
+
+
+def _wanted(wanted: Sequence[PeerId]) -> tuple[tuple[str, ...], np.ndarray, np.ndarray]:
     names = tuple(dict.fromkeys(name for name, _ in wanted))
     q_iface = np.array([names.index(name) for name, _ in wanted], dtype=np.int64)
     q_key = np.array([k for _, k in wanted], dtype="S32")
-    return lookup(ifnames, iface, key, names, q_iface, q_key)
+    return names, q_iface, q_key
+
+
+class KeyIndex:
+    """A table's identities (interface name + raw key), sorted once by digest: finding
+    rows in it costs a binary search per query and no sort of the table. The controller
+    keeps the index of its current sample, so that a tick sorts the peers at most once
+    (none when the sample lists the peers it listed before), however many lookups it
+    makes (the realignment, operator overrides, unmanaged marks, the status)."""
+
+    __slots__ = ("ifnames", "iface", "key", "codes_of", "side", "bits", "order", "digest",
+                 "unique")
+
+    def __init__(self, ifnames: tuple[str, ...], iface: np.ndarray, key: Keys) -> None:
+        self.ifnames, self.iface, self.key = ifnames, iface, key
+        self.codes_of: dict[str, int] = {}
+        for name in ifnames:
+            self.codes_of.setdefault(name, len(self.codes_of))
+        self.side = _Side(self.codes_of, ifnames, iface, key)
+        n = self.side.digest.shape[0]
+        self.bits = max(n, 1).bit_length()
+        self.order, self.digest = self.side.sort(self.bits)
+        self.unique = not bool(np.any(self.digest[1:] == self.digest[:-1]))
+        """No two rows share a truncated digest (so no two share an identity)."""
+
+    def __len__(self) -> int:
+        return int(self.side.digest.shape[0])
+
+    def codes(self, names: Sequence[str]) -> dict[str, int]:
+        """The codes of this table's names, extended by new codes for other names."""
+        codes = dict(self.codes_of)
+        for name in names:
+            codes.setdefault(name, len(codes))
+        return codes
+
+    def _sorted_digest(self, bits: int) -> np.ndarray | None:
+        """The sorted digests truncated to 64 - `bits` (>= self.bits); None when two of
+        them are equal (a lookup then compares whole identities)."""
+        if bits == self.bits:
+            return self.digest if self.unique else None
+        d = self.digest >> np.uint64(bits - self.bits)
+        return None if bool(np.any(d[1:] == d[:-1])) else d
+
+    def search(self, query: _Side, qsorted: KeyIndex | _Sorted | None = None) -> np.ndarray:
+        """For each row of `query` (its codes from `codes()`), the row here with the same
+        identity (the last one), or -1. `qsorted`: the query's own index, when it has
+        one (its rows are then searched in digest order, without a sort)."""
+        n, m = len(self), int(query.digest.shape[0])
+        if n == 0 or m == 0:
+            return np.full(m, -1, dtype=np.int64)
+        if qsorted is None and m > _SMALL:
+            qsorted = _Sorted(query)
+        if qsorted is None:
+            bits = self.bits
+            qorder, qdigest = np.arange(m), query.digest >> np.uint64(bits)
+        else:
+            bits = max(self.bits, qsorted.bits)
+            qorder, qdigest = qsorted.order, qsorted.digest >> np.uint64(bits - qsorted.bits)
+        table = self._sorted_digest(bits)
+        if table is None:
+            return _match_exact(self.side, query)
+        pos = np.minimum(np.searchsorted(table, qdigest), n - 1)
+        cand = self.order[pos]
+        hit = (table[pos] == qdigest) & self.side.same(cand, query, qorder)
+        rows = np.empty(m, dtype=np.int64)
+        rows[qorder] = np.where(hit, cand, -1)
+        return rows
+
+    def rows_of(self, wanted: Sequence[PeerId]) -> np.ndarray:
+        """`rows_of(...)` on the table this index was made from."""
+        if not wanted:
+            return np.zeros(0, dtype=np.int64)
+        names, q_iface, q_key = _wanted(wanted)
+        return self.search(_Side(self.codes(names), names, q_iface, q_key))
+
+    def rows_in(self, old: KeyIndex) -> np.ndarray:
+        """`lookup` of this table's rows in `old`'s table: for each row here, the row of
+        `old` with the same identity (the last one), or -1."""
+        if self.ifnames == old.ifnames:
+            return old.search(self.side, self)
+        return old.search(_Side(old.codes(self.ifnames), self.ifnames, self.iface, self.key))
+
+
+class _Sorted:
+    """A side's rows in digest order (what `KeyIndex` keeps), for a one-off query."""
+
+    __slots__ = ("bits", "order", "digest")
+
+    def __init__(self, side: _Side) -> None:
+        self.bits = max(int(side.digest.shape[0]), 1).bit_length()
+        self.order, self.digest = side.sort(self.bits)
+
+
+def reindex(
+    prev: Rates | None, index: KeyIndex | None, sample: GatewaySample
+) -> tuple[np.ndarray | None, KeyIndex | None]:
+    """`realign(prev, sample)`, and the index of the sample's peers: `index` (the index
+    of `prev`'s peers, or None when none was made) when the sample lists the same peers
+    in the same order, else a new one, made for the alignment."""
+    ifnames = tuple(i.name for i in sample.interfaces)
+    if prev is None:
+        return None, None
+    if same_rows(prev, ifnames, sample.peers):
+        return None, index
+    new = KeyIndex(ifnames, sample.peers.iface, sample.peers.key)
+    old = index if index is not None else KeyIndex(prev.ifnames, prev.iface, prev.key)
+    return new.rows_in(old), new
 
 
 def alignment(prev: Rates, ifnames: tuple[str, ...], peers: PeerTable) -> np.ndarray:
@@ -226,22 +337,65 @@ def update_rates(
 
     `rows` is `realign(prev, sample)` when the caller has it already (True: compute it).
     """
+    if prev is None:
+        return _first(sample, 1)[0]
+    return _fold((prev,), sample, (half_life,), rows)[0]
+
+
+def update_rates_pair(
+    slow: Rates | None, fast: Rates | None, sample: GatewaySample, half_life: float,
+    rows: np.ndarray | None | bool = True,
+) -> tuple[Rates, Rates]:
+    """`update_rates(slow, sample, half_life, rows)` and `update_rates(fast, sample, 0.0,
+    rows)` (the same counters smoothed and not) in one pass over the counters, when both
+    were folded from the same samples by this function (they share their counters); else
+    one call each."""
+    if slow is None and fast is None:
+        first = _first(sample, 2)
+        return first[0], first[1]
+    if slow is None or fast is None or not _same_history(slow, fast):
+        return (update_rates(slow, sample, half_life, rows),
+                update_rates(fast, sample, 0.0, rows))
+    both = _fold((slow, fast), sample, (half_life, 0.0), rows)
+    return both[0], both[1]
+
+
+def _same_history(a: Rates, b: Rates) -> bool:
+    return (a.now == b.now and a.counters is b.counters and a.epoch is b.epoch
+            and a.valid is b.valid and a.busy_ns is b.busy_ns and a.ifnames == b.ifnames
+            and a.iface is b.iface and a.key is b.key)
+
+
+def _first(sample: GatewaySample, count: int) -> list[Rates]:
+    """The first reading, a baseline (`count` Rates sharing their counters)."""
+    peers = sample.peers
+    n = len(peers)
+    ifnames = tuple(i.name for i in sample.interfaces)
+    iface, key, epoch = peers.iface.copy(), peers.key.copy(), peers.epoch.copy()
+    counters, valid, busy_ns = _stack(peers), np.zeros(n, dtype=bool), sample.core_busy_ns.copy()
+    return [_rates(sample.now, ifnames, iface, key, epoch, counters,
+                   [np.zeros(n) for _ in _RATES], valid, busy_ns, np.zeros(0))
+            for _ in range(count)]
+
+
+def _fold(
+    prevs: Sequence[Rates], sample: GatewaySample, half_lives: Sequence[float],
+    rows: np.ndarray | None | bool,
+) -> list[Rates]:
+    """Fold one sample into each of `prevs` (folded from the same samples: the counters,
+    epoch, validity and time are those of `prevs[0]`), each with its half-life."""
+    prev = prevs[0]
     peers = sample.peers
     ifnames = tuple(i.name for i in sample.interfaces)
     n = len(peers)
     counters = _stack(peers)
-    if prev is None:
-        first_reading = _make(sample.now, ifnames, peers, peers.epoch.copy(), counters,
-                              [np.zeros(n) for _ in _RATES], np.zeros(n, dtype=bool))
-        return replace(first_reading, busy_ns=sample.core_busy_ns.copy())
-
     dt = sample.now - prev.now
     if rows is True:
         rows = realign(prev, sample)
     if rows is None or rows is False:
         rows = None
         old_counters, old_epoch, old_valid = prev.counters, prev.epoch, prev.valid
-        old = [getattr(prev, r) for r in _RATES]
+        olds = [[getattr(p, r) for r in _RATES] for p in prevs]
     else:
         assert isinstance(rows, np.ndarray)
         known = rows >= 0
@@ -249,17 +403,17 @@ def update_rates(
         old_counters = np.where(known, prev.counters[:, take], counters) if len(prev) else counters
         old_epoch = np.where(known, prev.epoch[take], peers.epoch) if len(prev) else peers.epoch
         old_valid = (known & prev.valid[take]) if len(prev) else np.zeros(n, dtype=bool)
-        old = [
-            np.where(known, getattr(prev, r)[take], 0.0) if len(prev) else np.zeros(n)
-            for r in _RATES
-        ]
+        olds = [[np.where(known, getattr(p, r)[take], 0.0) if len(prev) else np.zeros(n)
+                 for r in _RATES] for p in prevs]
+    iface, key = peers.iface.copy(), peers.key.copy()
 
     if dt <= 0:
         # Time did not advance (a duplicate or out-of-order reading): keep the baseline.
-        held = _make(prev.now, ifnames, peers, old_epoch.copy(), old_counters.copy(),
-                     [np.asarray(o, dtype=np.float64).copy() for o in old],
-                     np.asarray(old_valid).copy())
-        return replace(held, busy_ns=prev.busy_ns, core_busy=prev.core_busy)
+        epoch, held, valid = old_epoch.copy(), old_counters.copy(), np.asarray(old_valid).copy()
+        return [_rates(prev.now, ifnames, iface, key, epoch, held,
+                       [np.asarray(o, dtype=np.float64).copy() for o in old], valid,
+                       p.busy_ns, p.core_busy)
+                for p, old in zip(prevs, olds, strict=True)]
 
     # A restart: new epoch, or any counter going backwards. Such rows re-baseline.
     backwards = np.any(counters < old_counters, axis=0)
@@ -275,23 +429,29 @@ def update_rates(
         (delta[4] + delta[5]) / 1e9 / dt,
         delta[6] / dt,
     )
-    alpha = 1.0 - 2.0 ** (-dt / half_life) if half_life > 0 else 1.0
     # A peer's first delta seeds its average; later ones are blended in.
-    first = ~np.asarray(old_valid) & ~reset
-    blended = []
-    for o, x in zip(old, inst, strict=True):
-        v = np.where(first, x, o + alpha * (x - o))
-        blended.append(np.where(reset, np.asarray(o) * np.asarray(old_valid), v))
-    valid = (np.asarray(old_valid) | first) & ~(reset & ~np.asarray(old_valid))
-    out = _make(sample.now, ifnames, peers, peers.epoch.copy(), counters, blended, valid)
-    return replace(out, busy_ns=sample.core_busy_ns.copy(),
-                   core_busy=_core_busy(prev, sample, dt, alpha))
+    old_valid = np.asarray(old_valid)
+    first = ~old_valid & ~reset
+    valid = (old_valid | first) & ~(reset & ~old_valid)
+    epoch, busy_ns = peers.epoch.copy(), sample.core_busy_ns.copy()
+    out = []
+    for p, old, half_life in zip(prevs, olds, half_lives, strict=True):
+        alpha = 1.0 - 2.0 ** (-dt / half_life) if half_life > 0 else 1.0
+        blended = []
+        for o, x in zip(old, inst, strict=True):
+            v = np.where(first, x, o + alpha * (x - o))
+            blended.append(np.asarray(np.where(reset, np.asarray(o) * old_valid, v),
+                                      dtype=np.float64))
+        out.append(_rates(sample.now, ifnames, iface, key, epoch, counters, blended, valid,
+                          busy_ns, _core_busy(p, sample, dt, alpha)))
+    return out
 
 
-def _make(
-    now: float, ifnames: tuple[str, ...], peers: PeerTable, epoch: U64, counters: U64,
-    rates: list[np.ndarray], valid: np.ndarray,
+def _rates(
+    now: float, ifnames: tuple[str, ...], iface: np.ndarray, key: Keys, epoch: U64,
+    counters: U64, rates: Sequence[np.ndarray], valid: np.ndarray, busy_ns: U64,
+    core_busy: F64,
 ) -> Rates:
-    rx_bps, tx_bps, rx_pps, tx_pps, cpu, drop_pps = (np.asarray(r, np.float64) for r in rates)
-    return Rates(now, ifnames, peers.iface.copy(), peers.key.copy(), epoch, counters,
-                 rx_bps, tx_bps, rx_pps, tx_pps, cpu, drop_pps, valid)
+    rx_bps, tx_bps, rx_pps, tx_pps, cpu, drop_pps = rates
+    return Rates(now, ifnames, iface, key, epoch, counters, rx_bps, tx_bps, rx_pps, tx_pps,
+                 cpu, drop_pps, valid, busy_ns, core_busy)

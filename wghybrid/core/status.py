@@ -26,8 +26,9 @@ from dataclasses import dataclass
 from typing import Any, overload
 
 import numpy as np
+from numpy.typing import DTypeLike
 
-from wghybrid.core.rates import KEY_LEN, Rates, key_bytes, lookup
+from wghybrid.core.rates import KEY_LEN, KeyIndex, Rates, key_bytes, lookup
 from wghybrid.model import (
     F64,
     I32,
@@ -440,13 +441,22 @@ def marks_of(cols: PeerColumns, wanted: Sequence[bytes]) -> np.ndarray:
 
 def _marks(
     ifnames: tuple[str, ...], iface: np.ndarray, key: Keys,
-    wanted: Sequence[PeerId],
+    wanted: Sequence[PeerId], index: KeyIndex | None = None,
 ) -> np.ndarray:
     """For each row of the table, the index in `wanted` of its peer, or -1; `wanted` lists
-    each at most once."""
+    each at most once. `index`: the table's `KeyIndex`, if it has one (the wanted peers
+    are then looked up in it, without a pass over the table's keys)."""
     usable = [(i, (name, k)) for i, (name, k) in enumerate(wanted) if len(k) == KEY_LEN]
     if not usable:
         return np.full(int(np.asarray(key).shape[0]), -1, dtype=np.int64)
+    if index is not None and index.unique:
+        # Each identity on one row at most: the wanted peer's row is the one to mark.
+        out = np.full(len(index), -1, dtype=np.int64)
+        found = index.rows_of([PeerId(*p) for _, p in usable]).tolist()
+        for (i, _), r in zip(usable, found, strict=True):
+            if r >= 0:
+                out[r] = i
+        return out
     names = tuple(dict.fromkeys(name for _, (name, _k) in usable))
     code = {name: c for c, name in enumerate(names)}
     found = lookup(
@@ -454,12 +464,27 @@ def _marks(
         np.array([k for _, (_n, k) in usable], dtype="S32"),
         ifnames, iface, key,
     )
-    index = np.array([i for i, _ in usable], dtype=np.int64)
-    return np.where(found >= 0, index[np.maximum(found, 0)], -1)
+    position = np.array([i for i, _ in usable], dtype=np.int64)
+    return np.where(found >= 0, position[np.maximum(found, 0)], -1)
+
+
+def _col(column: np.ndarray, rows: np.ndarray | slice, dtype: DTypeLike) -> np.ndarray:
+    """The snapshot's own copy of `column`'s rows (one copy: an index array's rows are
+    one already, a slice's are a view)."""
+    if isinstance(rows, slice):
+        return np.array(column[rows], dtype=dtype)
+    return np.asarray(np.take(column, rows), dtype=dtype)
 
 
 def _u64(column: U64, rows: np.ndarray | slice) -> U64:
-    return np.array(column[rows], dtype=np.uint64)
+    return _col(column, rows, np.uint64)
+
+
+def _distinct(values: np.ndarray) -> frozenset[int]:
+    """The distinct values of an array of non-negative integers (core numbers)."""
+    if values.shape[0] and int(values.max()) < 1 << 16:
+        return frozenset(np.flatnonzero(np.bincount(values)).tolist())
+    return frozenset(np.unique(values).tolist())
 
 
 def build_status(
@@ -473,11 +498,13 @@ def build_status(
     overrides: Sequence[Override],
     wall_now: float,
     demand: F64 | None = None,
+    index: KeyIndex | None = None,
 ) -> tuple[InterfaceStatus, ...]:
     """What the controller sees and decided, per interface: the snapshot the daemon
     publishes after each tick. `rates`, `pclass`, `mode_since` and `demand` (estimated
     Gbps, rx + tx; None: unknown) are aligned row for row with `sample.peers`; nothing
-    here loops over peers in Python."""
+    here loops over peers in Python. `index`: the `KeyIndex` of `sample.peers` (the
+    controller's), which finds overrides and unmanaged peers without a sort."""
     peers = sample.peers
     ifnames = tuple(dev.name for dev in sample.interfaces)
     pins = {o.peer: o for o in overrides if o.active(wall_now)}
@@ -489,11 +516,14 @@ def build_status(
     look = np.clip(iface, 0, k - 1) if k else iface[:0]
     if not k:
         pins, unmanaged = {}, {}
+    if index is not None and (index.ifnames != ifnames or len(index) != n
+                              or (n and (int(iface.min()) < 0 or int(iface.max()) >= k))):
+        index = None  # not this table's, or rows the lookups clip to another interface
     pin_list = tuple(pins.values())
-    pin = _marks(ifnames, look, peers.key, tuple(pins)) if pins else None
+    pin = _marks(ifnames, look, peers.key, tuple(pins), index) if pins else None
     marks = [(p, why) for p, why in unmanaged.items() if len(p.public_key) == KEY_LEN]
     reasons = tuple(why for _, why in marks)
-    why = _marks(ifnames, look, peers.key, [p for p, _ in marks]) if marks else None
+    why = _marks(ifnames, look, peers.key, [p for p, _ in marks], index) if marks else None
     time_in_mode = sample.now - np.asarray(mode_since, dtype=np.float64)
     managed = sorted(cores)
     drop_pps = rates.drop_pps if rates.drop_pps.shape == (n,) else None
@@ -502,6 +532,8 @@ def build_status(
 
     if k == 1 and n and not np.any(iface):
         groups: list[np.ndarray | slice] = [slice(None)]
+    elif k <= 8:
+        groups = [np.flatnonzero(iface == j) for j in range(k)]  # each in row order
     elif k:
         order = np.argsort(iface, kind="stable")
         bounds = np.searchsorted(iface[order], np.arange(k + 1), side="left")
@@ -512,20 +544,20 @@ def build_status(
     out = []
     for j, dev in enumerate(sample.interfaces):
         rows = groups[j]
-        mode = np.array(peers.mode[rows], dtype=np.uint8)
-        core = np.array(peers.core[rows], dtype=np.int32)
-        p = np.array(pin[rows], dtype=np.int32) if pin is not None else None
-        u = np.array(why[rows], dtype=np.int32) if why is not None else None
+        mode = _col(peers.mode, rows, np.uint8)
+        core = _col(peers.core, rows, np.int32)
+        p = _col(pin, rows, np.int32) if pin is not None else None
+        u = _col(why, rows, np.int32) if why is not None else None
         cols = PeerColumns(
             dev.name,
-            np.array(peers.key[rows], dtype="S32"),
+            _col(peers.key, rows, "S32"),
             mode,
-            np.array(pclass[rows], dtype=np.uint8),
-            np.array(rates.rx_bps[rows], dtype=np.float64),
-            np.array(rates.tx_bps[rows], dtype=np.float64),
-            np.array(rates.cpu[rows], dtype=np.float64),
+            _col(pclass, rows, np.uint8),
+            _col(rates.rx_bps, rows, np.float64),
+            _col(rates.tx_bps, rows, np.float64),
+            _col(rates.cpu, rows, np.float64),
             core,
-            np.array(time_in_mode[rows], dtype=np.float64),
+            _col(time_in_mode, rows, np.float64),
             pin=p,
             overrides=pin_list,
             unmanaged=u,
@@ -546,7 +578,7 @@ def build_status(
             name=dev.name,
             cores=cores,
             crypt_cores=dev.crypt_cores,
-            inline_cores=frozenset(np.unique(inline).tolist()),
+            inline_cores=_distinct(inline),
             threaded_napi=dev.threaded_napi,
             peers=cols,
             unsupported=tuple(
