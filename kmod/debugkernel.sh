@@ -16,8 +16,8 @@
 # the compiler and RECIPE>, in the target's Debian tree (kmod/rootfs.sh) with
 # the target's compiler, plus flex, bison, bc and libelf-dev in an overlay of its own
 # (buildroot-SUITE-<hash>/): the shared tree is never written. `nice -n 10 make -j2`:
-# the machines it runs on are shared. From nothing it takes about 35 minutes on two
-# busy cores (kmod/README.md).
+# the machines it runs on are shared. From nothing it takes well over an hour on two
+# busy cores (kmod/README.md, "The debug kernel").
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 load_target
