@@ -32,12 +32,21 @@ mkdir -p "$base"
 # The build root: the target's tree under an overlay holding the kernel's build tools.
 BUILD_PKGS="flex bison bc libelf-dev"
 br=$base/buildroot-$SUITE-$(printf '%s %s' "$rootfs" "$BUILD_PKGS" | sha256sum | cut -c1-12)
-# in_buildroot CMD...: CMD in the build root (WGH_BIND as for in_chroot).
+# in_buildroot CMD...: CMD in the build root (WGH_BIND as for in_chroot). Its packages
+# layer ($br/upper) is written only when it is made (WGH_BR_SETUP=1); every other
+# call gets a layer of its own in memory on top, so that builds may run side by side.
 in_buildroot() {
 	WGH_BIND=${WGH_BIND:-} unshare -m --propagation private bash -c '
 		set -e
 		br=$1 rootfs=$2; shift 2
-		mount -t overlay overlay -o "lowerdir=$rootfs,upperdir=$br/upper,workdir=$br/work" "$br/merged"
+		if [[ ${WGH_BR_SETUP:-} == 1 ]]; then
+			layers="lowerdir=$rootfs,upperdir=$br/upper,workdir=$br/work"
+		else
+			mount -t tmpfs tmpfs "$br/work"
+			mkdir "$br/work/u" "$br/work/w"
+			layers="lowerdir=$br/upper:$rootfs,upperdir=$br/work/u,workdir=$br/work/w"
+		fi
+		mount -t overlay overlay -o "$layers" "$br/merged"
 		. "$KMOD/lib.sh"
 		in_chroot "$br/merged" "$@"' in_buildroot "$br" "$rootfs" "$@"
 }
@@ -51,9 +60,10 @@ export KMOD WGH_BIND
 		# The tree's linux-headers packages were installed without their image package
 		# (rootfs.sh), which apt takes for a broken system: they go from the build
 		# root, which builds against its own kernel tree.
-		in_buildroot sh -c "dpkg -r --force-depends \$(dpkg-query -W -f '\${Package}\n' 'linux-headers-*' 'linux-kbuild-*') &&
+		WGH_BR_SETUP=1 in_buildroot sh -c "dpkg -r --force-depends \$(dpkg-query -W -f '\${Package}\n' 'linux-headers-*' 'linux-kbuild-*') &&
 			apt-get update -qq && apt-get install -y -qq --no-install-recommends $BUILD_PKGS" >&2 ||
 			kdie "$TARGET: the kernel's build tools did not install"
+		rm -rf "$br/work" && mkdir "$br/work"
 		touch "$br/.done"
 	fi
 ) 9>"$base/.buildroot-$SUITE.lock"
