@@ -1,7 +1,7 @@
 #!/bin/bash
 # A debug kernel for a target: its own linux-source, built with kmod/debug/kernel.config
-# (KASAN, lockdep, PROVE_RCU, DEBUG_ATOMIC_SLEEP, kmemleak, ...: upstream WireGuard's
-# selftest debug.config on a minimal configuration), for the harness to boot instead
+# and debug/LINE.config (KASAN, lockdep, PROVE_RCU, DEBUG_ATOMIC_SLEEP, kmemleak, ...:
+# upstream WireGuard's selftest debug.config on a minimal configuration), to boot instead
 # of Debian's kernel (WGHYBRID_KMOD_KERNEL=debug kmod/harness/run.sh ...).
 #
 #   WGHYBRID_KMOD_TARGET=trixie kmod/debugkernel.sh
@@ -25,7 +25,8 @@ top=${WGHYBRID_KMOD_TOP:-$("$KMOD/fetch.sh" | tail -1)}
 # shellcheck source=/dev/null
 . "$top/target.env"
 rootfs=$("$KMOD/rootfs.sh" "$top" | tail -1)
-config=$KMOD/debug/kernel.config
+# The configuration: what every line takes, and what this line only has.
+configs=("$KMOD/debug/kernel.config" "$KMOD/debug/$LINE.config")
 base=$CACHE/debug-kernel
 mkdir -p "$base"
 
@@ -71,7 +72,7 @@ export KMOD WGH_BIND
 # The kernel's inputs: the source (V), the configuration, the compiler and how it is
 # built (RECIPE: bumped whenever a change to this script changes what it builds).
 RECIPE=1
-key=$(cat "$config" <(echo "$V $CC $RECIPE") | sha256sum | cut -c1-12)
+key=$(cat "${configs[@]}" <(echo "$V $CC $RECIPE") | sha256sum | cut -c1-12)
 kd=$base/$SUITE-$V-$key
 tree=$kd/linux
 
@@ -94,12 +95,12 @@ if [[ ! -e $kd/.done ]]; then
 	tar -xJf <(dpkg-deb --fsys-tarfile "$DEBS/linux-source-${LINE}_"*.deb |
 		tar -xO "./usr/src/linux-source-$LINE.tar.xz") -C "$kd"
 	mv "$kd/linux-source-$LINE" "$tree"
-	cp "$config" "$tree/.wgh-allconfig"
+	cat "${configs[@]}" >"$tree/.wgh-allconfig"
 	mk() { WGH_BIND="$tree:/mnt/linux" in_buildroot nice -n 10 make -C /mnt/linux CC="$CC" HOSTCC="$CC" "$@"; }
 	mk -s KCONFIG_ALLCONFIG=.wgh-allconfig allnoconfig >&2
 	# Every line of the configuration must have taken (an option renamed or with an
 	# unmet dependency is dropped silently by Kconfig).
-	bad=$(grep -E '^CONFIG_' "$config" | while IFS= read -r l; do
+	bad=$(grep -hE '^CONFIG_' "${configs[@]}" | while IFS= read -r l; do
 		grep -qxF -- "$l" "$tree/.config" || echo "$l"
 	done)
 	[[ -z $bad ]] || kdie "$TARGET: not in the debug kernel's .config: $(echo $bad)"
