@@ -169,8 +169,10 @@ for s in "${scenarios[@]}"; do
 	took=$(sed -n "s/^guest: $s: .* in \([0-9]*\) s\r*$/ (\1 s)/p" "$console" | head -1)
 	# The debug kernel's kmemleak, scanned once the scenario and its module are gone
 	# (guest/init.sh): an unreferenced object is a leak of this scenario.
-	if [[ $status == PASS && -s "$results/$s.kmemleak" ]]; then
-		status="FAIL (kmemleak: $(grep -c '^unreferenced object' "$results/$s.kmemleak") unreferenced objects)"
+	leaks=""
+	if [[ -s "$results/$s.kmemleak" ]]; then
+		leaks="kmemleak: $(grep -c '^unreferenced object' "$results/$s.kmemleak") unreferenced objects"
+		[[ $status == PASS ]] && status="FAIL ($leaks)"
 	fi
 	if [[ $status == PASS ]]; then
 		echo "PASS $s$took"
@@ -180,7 +182,7 @@ for s in "${scenarios[@]}"; do
 	echo "FAIL $s$took"
 	failed=$((failed + 1))
 	[[ -e "$results/$s.log" ]] && tail -n 25 "$results/$s.log" | sed 's/^/    /'
-	[[ $status == *kmemleak* ]] && { echo "    $status:"; head -n 60 "$results/$s.kmemleak" | sed 's/^/    /'; }
+	[[ -n $leaks ]] && { echo "    $leaks:"; head -n 60 "$results/$s.kmemleak" | sed 's/^/    /'; }
 	if grep -q -- "^--- $s did not finish in" "$results/$s.log" 2>/dev/null; then
 		# It overran its limit: what its processes were waiting for (kernel threads
 		# left out; the whole dump is in the log).
