@@ -66,6 +66,10 @@ if [[ $KERNEL == debug ]]; then
 	kd=$(WGHYBRID_KMOD_TOP=$top "$kmod/debugkernel.sh" | tail -1) ||
 		fail_all "$TARGET: the debug kernel did not build (kmod/debugkernel.sh)"
 	img=$kd/image REL=$(cat "$kd/release") mem=3072 limit=14400
+	# ACPI's interpreter under KASAN and TCG runs PCI0._PRT into its loop timeout
+	# (30 s per virtio device, then "PCI INT A: no GSI" and no 9p): the BIOS's PIR
+	# table routes the interrupts instead.
+	debug_append=pci=noacpi
 	export WGH_SCENARIO_TIMEOUT=${WGH_SCENARIO_TIMEOUT:-3600}
 	say "$TARGET: debug kernel $REL ($kd) in $((SECONDS - t)) s"
 	t_rootfs=$((t_rootfs + SECONDS - t))
@@ -138,7 +142,7 @@ timeout --foreground -k 10 "${WGHYBRID_KMOD_TIMEOUT:-$limit}" qemu-system-x86_64
 	-accel tcg,thread=multi -cpu max -smp "$smp" -m "$mem" \
 	-display none -nodefaults -no-reboot -monitor none -serial stdio \
 	-kernel "$img/boot/vmlinuz-$REL" -initrd "$work/stage1.cpio" \
-	-append "console=ttyS0 wgh.target=$TARGET panic=-1 oops=panic softlockup_panic=1 softlockup_all_cpu_backtrace=1 quiet loglevel=5 mitigations=off log_buf_len=16M wgh.repo=$(dirname "$kmod") wgh.scenarios=$(IFS=,; echo "${scenarios[*]}")${guest_env:+ wgh.env=$guest_env} ${WGHYBRID_KMOD_APPEND:-}" \
+	-append "console=ttyS0 wgh.target=$TARGET panic=-1 oops=panic softlockup_panic=1 softlockup_all_cpu_backtrace=1 quiet loglevel=5 mitigations=off log_buf_len=16M wgh.repo=$(dirname "$kmod") wgh.scenarios=$(IFS=,; echo "${scenarios[*]}")${guest_env:+ wgh.env=$guest_env} ${debug_append:-} ${WGHYBRID_KMOD_APPEND:-}" \
 	-virtfs local,path="$rootfs",mount_tag=root,security_model=passthrough,id=root \
 	-virtfs local,path="$kmod",mount_tag=kmod,security_model=none,readonly=on,id=kmod \
 	-virtfs local,path="$results",mount_tag=results,security_model=none,id=results \
