@@ -9,11 +9,13 @@
 # in the target's tree, against the headers installed there. Environment:
 #   WGHYBRID_KMOD_TARGET  trixie (default) or bookworm (kmod/targets/)
 #   WGHYBRID_KMOD_CACHE   download/unpack/tree cache (default /var/cache/wghybrid-kmod)
-#   WGHYBRID_KMOD_BUILD   output folder (default kmod/build/TARGET)
+#   WGHYBRID_KMOD_KERNEL  debian (default) or debug: against kmod/debugkernel.sh's tree
+#   WGHYBRID_KMOD_BUILD   output folder (default kmod/build/TARGET, TARGET-debug for debug)
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 load_target
-out=${WGHYBRID_KMOD_BUILD:-$KMOD/build/$TARGET}
+sfx=${KERNEL/#debian/}
+out=${WGHYBRID_KMOD_BUILD:-$KMOD/build/$TARGET${sfx:+-$sfx}}
 mkdir -p "$out"
 exec 9>"$out/.lock"
 flock 9 # one build at a time in one output folder (harness runs may go side by side)
@@ -21,10 +23,15 @@ top=${WGHYBRID_KMOD_TOP:-$("$KMOD/fetch.sh" | tail -1)}
 # shellcheck source=/dev/null
 . "$top/target.env"
 rootfs=$("$KMOD/rootfs.sh" "$top" | tail -1)
+kd=""
+if [[ $KERNEL == debug ]]; then
+	kd=$(WGHYBRID_KMOD_TOP=$top "$KMOD/debugkernel.sh" | tail -1)
+	REL=$(cat "$kd/release")
+fi
 
 # Skip the build when nothing that goes into it has changed.
 stamp=$(cat "$top/target.env" "$KMOD/patches/$LINE"/*.patch "$KMOD/include/uapi/linux/wghybrid.h" \
-	"$KMOD/assemble.sh" "$0" 2>/dev/null | sha256sum | cut -c1-16)
+	"$KMOD/assemble.sh" "$0" <(echo "$kd") 2>/dev/null | sha256sum | cut -c1-16)
 if [[ -e "$out/wireguard.ko" && $(cat "$out/.stamp" 2>/dev/null) == "$stamp" ]]; then
 	echo "$out/wireguard.ko"
 	exit 0
@@ -33,10 +40,16 @@ rm -f "$out/.stamp" "$out/wireguard.ko"
 src="$out/wireguard"
 "$KMOD/assemble.sh" "$top/src/linux-source-$LINE/drivers/net/wireguard" "$LINE" "$src" ||
 	kdie "$TARGET: the series does not apply to $V"
-kmsg "$TARGET: make -C /usr/src/linux-headers-$REL M=wireguard ($CC, in the $SUITE tree)"
-WGH_BIND="$src:/mnt/build" in_chroot "$rootfs" \
-	make -s -C "/usr/src/linux-headers-$REL" M=/mnt/build -j"$(nproc)" modules >"$out/make.log" 2>&1 ||
-	{ cat "$out/make.log" >&2; kdie "$TARGET: build failed"; }
+if [[ $KERNEL == debug ]]; then
+	kmsg "$TARGET: make -C <debug kernel $REL> M=wireguard ($CC)"
+	WGHYBRID_KMOD_TOP=$top "$KMOD/debugkernel.sh" make "$src" -s -j"$(nproc)" modules >"$out/make.log" 2>&1 ||
+		{ cat "$out/make.log" >&2; kdie "$TARGET: build failed"; }
+else
+	kmsg "$TARGET: make -C /usr/src/linux-headers-$REL M=wireguard ($CC, in the $SUITE tree)"
+	WGH_BIND="$src:/mnt/build" in_chroot "$rootfs" \
+		make -s -C "/usr/src/linux-headers-$REL" M=/mnt/build -j"$(nproc)" modules >"$out/make.log" 2>&1 ||
+		{ cat "$out/make.log" >&2; kdie "$TARGET: build failed"; }
+fi
 grep -v "Skipping BTF generation" "$out/make.log" >&2 || true
 [[ -e "$src/wireguard.ko" ]] || kdie "$TARGET: make left no wireguard.ko"
 strip --strip-debug -o "$out/wireguard.ko" "$src/wireguard.ko"

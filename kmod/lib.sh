@@ -8,6 +8,11 @@
 KMOD=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 CACHE=${WGHYBRID_KMOD_CACHE:-/var/cache/wghybrid-kmod}
 TARGET=${WGHYBRID_KMOD_TARGET:-trixie}
+# The kernel the module is built for and the guest boots: the target's own (debian)
+# or the same source with the debug options (debug: kmod/debugkernel.sh).
+KERNEL=${WGHYBRID_KMOD_KERNEL:-debian}
+[[ $KERNEL == debian || $KERNEL == debug ]] ||
+	{ echo "WGHYBRID_KMOD_KERNEL is debian or debug, not '$KERNEL'" >&2; exit 2; }
 
 kmsg() { echo "[kmod/${0##*/}] $*" >&2; }
 kdie() { kmsg "$*"; exit 1; }

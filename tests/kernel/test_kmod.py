@@ -65,6 +65,21 @@ def _unmet() -> str | None:
     return None
 
 
+def fetched_top(target: str) -> Path:
+    """kmod/fetch.sh's folder of the target's kernel (its packages downloaded and
+    unpacked), for the tests that read its sources; skips (fails under
+    WGHYBRID_KERNEL_TESTS=1) where the kernel tests cannot run."""
+    why = _unmet()
+    if why is not None:
+        if os.environ.get("WGHYBRID_KERNEL_TESTS") == "1":
+            pytest.fail(f"WGHYBRID_KERNEL_TESTS=1 but {why}")
+        pytest.skip(why)
+    return Path(subprocess.run([str(ROOT / "kmod" / "fetch.sh")], capture_output=True,
+                               text=True, check=True, timeout=1800, stdin=subprocess.DEVNULL,
+                               env={**os.environ, "WGHYBRID_KMOD_TARGET": target},
+                               ).stdout.splitlines()[-1])
+
+
 def parse(stdout: str) -> Results:
     """`PASS name (N s)` / `FAIL name (N s)` lines, each FAIL followed by its indented
     excerpt."""

@@ -68,6 +68,24 @@ dump_stuck() {
 	echo w >/proc/sysrq-trigger
 }
 limit=${WGH_SCENARIO_TIMEOUT:-900}
+# kmemleak (the debug kernel, kmod/debugkernel.sh): scanned only here, after each
+# scenario once its module is unloaded, so that its findings are that scenario's
+# (run.sh fails a scenario whose NAME.kmemleak is not empty); what boot left
+# unreferenced goes to boot.kmemleak. The periodic scan is off: it would report into
+# the dmesg of whichever scenario runs at the time.
+KML=/sys/kernel/debug/kmemleak
+kmemleak_to() {
+	[[ -w $KML ]] || return 0
+	# An object is reported once it is older than 5 s and unreferenced in a scan.
+	sleep 6
+	echo scan >$KML
+	cat $KML >"$1"
+	echo clear >$KML
+}
+if [[ -w $KML ]]; then
+	echo scan=off >$KML
+	kmemleak_to "$R/boot.kmemleak"
+fi
 for s in $names; do
 	start=$SECONDS
 	dmesg -c >/dev/null
@@ -96,6 +114,7 @@ for s in $names; do
 	umount -l /tmp && mount -t tmpfs tmpfs /tmp
 	[[ $repo == /tmp/* ]] && bind_repo
 	modprobe -r wireguard 2>/dev/null
+	kmemleak_to "$R/$s.kmemleak"
 done
 sync
 busybox poweroff -f

@@ -5,7 +5,8 @@
 mount -t proc proc /proc
 mount -t sysfs sys /sys
 mount -t devtmpfs dev /dev
-for m in /m/*.ko; do insmod "$m" || echo "stage1: insmod $m failed"; done
+# (none on the debug kernel, which has them built in: kmod/debugkernel.sh)
+for m in /m/*.ko; do [ -e "$m" ] || continue; insmod "$m" || echo "stage1: insmod $m failed"; done
 o=trans=virtio,version=9p2000.L,msize=512000
 # The root is the host's cached tree of the target (kmod/rootfs.sh), read-only over
 # 9p under an overlay whose upper layer is in memory: the guest writes where it
