@@ -3,15 +3,13 @@ log replay, checks and the exit status (and one tiny end-to-end run)."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
-from types import ModuleType
 
 import numpy as np
 import pytest
 
+from scripts import load_script
 from wghybrid.model import Mode, SetCryptCores, SetPeerCore, SetPeerMode
 from wghybrid.sim import parse_scenario
 
@@ -20,19 +18,7 @@ pytestmark = pytest.mark.unit
 BENCH = Path(__file__).resolve().parents[2] / "bench" / "hybrid.py"
 
 
-def _load() -> ModuleType:
-    name = "wghybrid_bench_hybrid"
-    if name in sys.modules:
-        return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, BENCH)
-    assert spec is not None and spec.loader is not None
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[name] = mod  # dataclasses look their module up while the class is built
-    spec.loader.exec_module(mod)
-    return mod
-
-
-hb = _load()
+hb = load_script(BENCH, "wghybrid_bench_hybrid")
 V, IN = int(Mode.VANILLA), int(Mode.INLINE)
 
 

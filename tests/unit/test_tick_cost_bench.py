@@ -3,12 +3,13 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 from types import ModuleType
 
 import pytest
+
+from scripts import load_script
 
 pytestmark = pytest.mark.unit
 
@@ -16,11 +17,7 @@ BENCH = Path(__file__).resolve().parents[2] / "bench" / "tick_cost.py"
 
 
 def load() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("wghybrid_bench_tick_cost", BENCH)
-    assert spec is not None and spec.loader is not None
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_script(BENCH, "wghybrid_bench_tick_cost")
 
 
 @pytest.mark.parametrize(("target_ms", "rc"), [(0.0, 1), (1e9, 0)])
