@@ -253,6 +253,21 @@ def test_spreading_does_not_shuffle_mice() -> None:
         assert 8 - left == moves, small
 
 
+def test_moves_made_by_evening_out_are_marked() -> None:
+    # 0.5 + 0.4 against 0.05: evened out by one move, which the plan marks as such (the
+    # controller's Reason says "spread"; read off the source core's load alone, a move
+    # evening out a core whose censored tunnels read over the shortness margin was
+    # labelled "core-short", as were 13 of steady-noisy's 18 moves after the warm-up).
+    inp = make([Mode.INLINE] * 3, core=[0, 0, 1], load=[0.5, 0.4, 0.05], cores=2)
+    out = plan_operations(inp, Placement())
+    moved = out.core != inp.core
+    assert moved.sum() == 1 and out.spread.tolist() == moved.tolist()
+    # A relief move is not marked.
+    inp = make([Mode.INLINE] * 3, core=[0, 0, 1], load=[0.7, 0.6, 0.05], cores=2)
+    out = plan_operations(inp, Placement())
+    assert (out.core != inp.core).sum() == 1 and not out.spread.any()
+
+
 def test_threaded_napi_follows_policy() -> None:
     inp = make([Mode.INLINE], core=[0])
     assert plan_operations(inp, Placement(threaded_napi=NapiPolicy.AUTO)).plan == ()

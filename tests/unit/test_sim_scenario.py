@@ -16,12 +16,13 @@ SHIPPED = ["bursty-thresholds", "crowd-pairs", "crowded-cores", "datamining-site
            "elephants-churn", "elephants-to-mice", "few-elephants", "flash-crowd",
            "lone-elephant", "medium-crowd", "mixed", "out-of-phase", "overload",
            "quarter-swings", "slow-ramp", "slow-swings", "steady-mice", "steady-noisy",
-           "tiny-plus-medium", "two-devices", "websearch-sites"]
+           "steady-noisy-bulk", "steady-noisy-dense", "tiny-plus-medium", "two-devices",
+           "websearch-sites"]
 MIXED = {"crowd-pairs", "datamining-sites", "diurnal", "elephants-churn", "elephants-to-mice",
          "flash-crowd", "medium-crowd", "mixed", "out-of-phase", "quarter-swings", "slow-ramp",
-         "slow-swings", "steady-noisy", "two-devices", "websearch-sites"}
+         "slow-swings", "steady-noisy", "steady-noisy-bulk", "two-devices", "websearch-sites"}
 STEADY = {"crowded-cores", "lone-elephant", "mixed", "overload", "steady-mice", "steady-noisy",
-          "tiny-plus-medium", "two-devices"}
+          "steady-noisy-bulk", "steady-noisy-dense", "tiny-plus-medium", "two-devices"}
 FOLDER = Path(__file__).resolve().parents[2] / "wghybrid" / "sim" / "scenarios"
 
 

@@ -517,6 +517,8 @@ class Controller:
             inp.core[at].tolist(), inp.mode[at].tolist(), out.mode[at].tolist(),
             strict=True), strict=True))
         loads, peaks = core_load.tolist(), core_peak.tolist()
+        spread = out.spread if out.spread.shape[0] == on_inline.shape[0] \
+            else np.zeros(on_inline.shape[0], dtype=bool)
         sat = inp.saturated.tolist()
         inline_mode, vanilla_mode = int(Mode.INLINE), int(Mode.VANILLA)
         ops: list[Operation] = []
@@ -569,6 +571,11 @@ class Controller:
             elif mode_after != mode_was:
                 r = Reason("placed", f"placed for mode {Mode(mode_after)} on "
                            f"core {op.core}, the least loaded", peer_nums)
+            elif mode_after == inline_mode and here and bool(spread[row]):
+                r = Reason("spread", f"core {old} usually carries "
+                           f"{_gb(loads[old])} cores of inline work, core "
+                           f"{op.core} {_gb(float(core_load[op.core]))}: evened out",
+                           peer_nums + (("core_load_before", loads[old]),))
             elif mode_after == inline_mode and here and loads[old] > 1.0 + SHORT_MARGIN:
                 r = Reason("core-short",
                            f"core {old} is short: its inline tunnels usually want "

@@ -193,6 +193,8 @@ class PlanOutput:
     """Core of every peer once the plan is applied."""
     rows: tuple[int, ...] = ()
     """For each operation of `plan`, the peer row it is about (-1: a device setting)."""
+    spread: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=bool))
+    """bool per peer: moved by evening out (`_spread`), not to relieve its core."""
 
 
 def size_pool(demand: float, current: int, minimum: int, headroom: float) -> int:
@@ -498,8 +500,10 @@ def plan_operations(inp: PlanInput, params: Placement) -> PlanOutput:
     budget = _rebalance(core_load, inline_cores, movable & inline, load, new_core, touched,
                         budget, params, limit=params.core_capacity, saturated=sat,
                         typical=typical, typ_core=typ_core)
+    before_spread = new_core.copy()
     budget = _spread(core_load, inline_cores, movable & inline, load, new_core, touched, budget,
                      params.core_capacity, typical, typ_core)
+    spread = new_core != before_spread
     if pool:
         vload = np.maximum(inp.load_vanilla, MIN_LOAD)
         settled_v = vanilla & np.isin(new_core, pool_list)
@@ -548,4 +552,4 @@ def plan_operations(inp: PlanInput, params: Placement) -> PlanOutput:
             dev_ops.append(SetThreadedNapi(name, want_napi))
     # Device settings first, so that tunnels turning vanilla land on a ready pool.
     return PlanOutput(tuple(dev_ops + ops_first + ops), pool, target, new_core,
-                      tuple([-1] * len(dev_ops) + rows_first + rows))
+                      tuple([-1] * len(dev_ops) + rows_first + rows), spread)
