@@ -3,7 +3,8 @@
 # scenarios.
 #
 #   WGHYBRID_KMOD_TARGET=trixie kmod/harness/run.sh [SCENARIO...]
-#                                  (default: every kmod/harness/scenarios/*.sh)
+#                                  (default: every kmod/harness/scenarios/*.sh but the
+#                                  by-hand measurements, marked "# by-hand:")
 #
 # Prints the kernel resolved for the target and each stage's time, one line per
 # scenario, "PASS name (N s)" or "FAIL name (N s)" followed by an excerpt of that
@@ -44,7 +45,8 @@ if (($#)); then
 	scenarios=("$@")
 else
 	scenarios=()
-	for f in "$here"/scenarios/*.sh; do scenarios+=("$(basename "$f" .sh)"); done
+	# Every scenario but the by-hand measurements (a "# by-hand:" line, e.g. ab_stock).
+	for f in $(grep -L '^# by-hand:' "$here"/scenarios/*.sh); do scenarios+=("$(basename "$f" .sh)"); done
 fi
 for s in "${scenarios[@]}"; do
 	[[ -e "$here/scenarios/$s.sh" ]] || { echo "no scenario $s" >&2; exit 2; }
@@ -212,7 +214,7 @@ say "$TARGET: stages: fetch ${t_fetch} s, tree ${t_rootfs} s, module ${t_build} 
 # last seen passing.
 if ((failed == 0)) && [[ $KERNEL == debian ]]; then
 	want=$CI_SCENARIOS
-	[[ $want == all ]] && want=$(cd "$here/scenarios" && ls -- *.sh | sed 's/\.sh$//')
+	[[ $want == all ]] && want=$(cd "$here/scenarios" && grep -L '^# by-hand:' -- *.sh | sed 's/\.sh$//')
 	if [[ -z $(comm -23 <(tr ' ' '\n' <<<"$want" | sort -u | grep .) <(printf '%s\n' "${scenarios[@]}" | sort -u)) ]]; then
 		printf '%s\nV=%s\n' "$(grep '^#' "$kmod/targets/$TARGET.passing")" "$V" >"$kmod/targets/$TARGET.passing.new" &&
 			mv "$kmod/targets/$TARGET.passing.new" "$kmod/targets/$TARGET.passing" ||

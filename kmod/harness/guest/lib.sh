@@ -50,6 +50,12 @@ setup_pair() {
 	modprobe wireguard ${1:+default_mode=$1}
 	grep -q . /sys/module/wireguard/parameters/default_mode ||
 		die "the loaded wireguard has no default_mode parameter (stock module?)"
+	setup_topology
+}
+
+# setup_topology: the topology above, with whichever wireguard is loaded (ab_stock.sh
+# loads Debian's stock module too). Sets KEY_A and KEY_B (public keys).
+setup_topology() {
 	ip netns add wgh-a
 	ip netns add wgh-b
 	ip -n wgh-a link add veth0 type veth peer name veth0 netns wgh-b
