@@ -10,7 +10,7 @@ state but idle and iowait) around it. qemu's timings are not hardware timings: o
 same-run ratios are figures to keep.
 
     .venv/bin/python bench/kmod_ab.py [--target trixie|bookworm] [--rounds N] [--seconds S]
-                                      [--smp N]
+                                      [--smp N] [--icount N]
     .venv/bin/python bench/kmod_ab.py --target T --log kmod/build/T/results/RUN/ab_stock.log
 
 The first boots the guest (kmod/harness/run.sh ab_stock, as root; results under
@@ -25,6 +25,13 @@ own trials (median, min, max: the noise). Prints a table, writes JSON (default
 bench/results/kmod_ab_TARGET_smpCPUS.json), exits 1 when vanilla/stock Mbit per busy
 CPU-second (ticks, ratio of the medians) is below 0.98, or when the guest's scenario
 failed or left a mode without trials.
+
+--icount N boots qemu with instruction-counted time (run.sh's WGHYBRID_KMOD_ICOUNT: one
+TCG thread, each guest instruction 2^N ns of guest time, idle skipped). The guest's clock
+and /proc/stat then count the guest's own instructions, so a CPU-second is a number of
+instructions whatever else the host runs: the per-CPU-second ratios measure instructions
+per byte, free of the host's noise and of lost ticks (what is left is the workload's own
+variation, TCP's included). Results go to ..._icountN.json.
 """
 
 from __future__ import annotations
@@ -162,12 +169,15 @@ def table(config: dict[str, Any], summary: dict[str, Any]) -> str:
     return "\n".join(out)
 
 
-def run_guest(target: str, rounds: int, seconds: int, smp: int) -> Path:
+def run_guest(target: str, rounds: int, seconds: int, smp: int, icount: int | None) -> Path:
     """Boot the guest with ab_stock; the path of its log."""
     results = ROOT / "kmod" / "build" / target / "results" / f"ab-{time.strftime('%Y%m%d-%H%M%S')}"
     env = dict(os.environ, WGHYBRID_KMOD_TARGET=target, WGHYBRID_KMOD_RESULTS=str(results),
                WGH_AB_ROUNDS=str(rounds), WGH_AB_SECONDS=str(seconds),
                WGHYBRID_KMOD_SMP=str(smp))
+    env.pop("WGHYBRID_KMOD_ICOUNT", None)
+    if icount is not None:
+        env["WGHYBRID_KMOD_ICOUNT"] = str(icount)
     subprocess.run([str(ROOT / "kmod" / "harness" / "run.sh"), "ab_stock"], env=env, check=False)
     return results / "ab_stock.log"
 
@@ -179,18 +189,21 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rounds", type=int, default=6, help="rounds of the three modes")
     ap.add_argument("--seconds", type=int, default=10, help="iperf3 time per trial")
     ap.add_argument("--smp", type=int, default=2, help="guest CPUs (run.sh's -smp)")
+    ap.add_argument("--icount", type=int, choices=range(10), metavar="N",
+                    help="instruction-counted guest time, 2^N ns per instruction")
     ap.add_argument("--out", type=Path,
                     help="JSON (default bench/results/kmod_ab_TARGET_smpCPUS.json)")
     args = ap.parse_args(argv)
-    log = args.log or run_guest(args.target, args.rounds, args.seconds, args.smp)
+    log = args.log or run_guest(args.target, args.rounds, args.seconds, args.smp, args.icount)
     text = log.read_text(errors="replace") if log.exists() else ""
     config, trials, done = parse_log(text)
     summary = summarize(trials)
     misses = judge(summary, done)
     print(table(config, summary))
-    out = args.out or RESULTS / f"kmod_ab_{args.target}_smp{config.get('cpus', args.smp)}.json"
+    tag = "" if args.icount is None else f"_icount{args.icount}"
+    out = args.out or RESULTS / f"kmod_ab_{args.target}_smp{config.get('cpus', args.smp)}{tag}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
-    report = {"target": args.target, "log": str(log), "config": config,
+    report = {"target": args.target, "log": str(log), "config": config, "icount": args.icount,
               "vanilla_min": VANILLA_MIN, **summary, "trials": trials, "misses": misses}
     out.write_text(json.dumps(report, indent=2) + "\n")
     print(f"\nwrote {out}")

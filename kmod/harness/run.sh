@@ -16,12 +16,18 @@
 #   WGHYBRID_KMOD_TARGET   trixie (default) or bookworm (kmod/targets/)
 #   WGHYBRID_KMOD_CACHE    cache of downloads and the target trees (/var/cache/wghybrid-kmod)
 #   WGHYBRID_KMOD_RESULTS  where the guest's logs go (default a new folder per run
-#                          under kmod/build/TARGET/results/); runs may go side by side
+#                          under kmod/build/TARGET/results/, TARGET-debug/ for the debug
+#                          kernel); runs may go side by side
 #   WGHYBRID_KMOD_TIMEOUT  seconds for the whole guest run (default 4200)
 #   WGH_SCENARIO_TIMEOUT   seconds each scenario has in the guest (default 900); one that
 #                          overruns gets its processes and kernel stacks in its log
 #   WGHYBRID_KMOD_SMP      guest CPUs (default 2)
 #   WGHYBRID_KMOD_APPEND   more kernel command line for the guest (e.g. ignore_loglevel)
+#   WGHYBRID_KMOD_ICOUNT   N (0-9): instruction-counted time (-icount shift=N,sleep=off,
+#                          one TCG thread): each guest instruction takes 2^N ns of guest
+#                          time and idle time is skipped, so the guest's clocks and CPU
+#                          times count its instructions, whatever else the host runs
+#                          (bench/kmod_ab.py --icount); slower, not for the scenarios
 #   WGHYBRID_KMOD_KERNEL   debian (default): the target's kernel; debug: the same source
 #                          built with KASAN, lockdep, kmemleak... (kmod/debugkernel.sh),
 #                          with longer limits (guest run 14400 s, each scenario 3600 s,
@@ -130,7 +136,10 @@ cp "$here/guest/stage1.sh" "$work/initramfs/init"
 chmod +x "$work/initramfs/init"
 (cd "$work/initramfs" && find . | cpio -o -H newc --quiet) >"$work/stage1.cpio"
 
-results=${WGHYBRID_KMOD_RESULTS:-$kmod/build/$TARGET/results/$(date +%Y%m%d-%H%M%S)-$$}
+# A debug kernel's runs go beside its module (build.sh: build/TARGET-debug/).
+out_dir=$kmod/build/$TARGET
+[[ $KERNEL == debug ]] && out_dir+=-debug
+results=${WGHYBRID_KMOD_RESULTS:-$out_dir/results/$(date +%Y%m%d-%H%M%S)-$$}
 rm -rf "$results"
 mkdir -p "$results"
 say "guest logs in $results"
@@ -138,10 +147,16 @@ console="$results/console.log"
 smp=${WGHYBRID_KMOD_SMP:-2}
 # Variables named WGH_* are passed to the scenarios (e.g. WGH_NETNS_MODULE=stock).
 guest_env=$(env | grep -E '^WGH_[A-Z0-9_]+=[A-Za-z0-9_.:/-]*$' | paste -sd, - || true)
-say "booting $REL under qemu (TCG, -smp $smp): ${scenarios[*]}"
+accel=(-accel tcg,thread=multi)
+if [[ -n ${WGHYBRID_KMOD_ICOUNT:-} ]]; then
+	[[ $WGHYBRID_KMOD_ICOUNT =~ ^[0-9]$ ]] || fail_all "WGHYBRID_KMOD_ICOUNT must be 0-9 (2^N ns per instruction)"
+	# icount needs the single-threaded TCG (one host thread runs every vCPU in turn).
+	accel=(-accel tcg,thread=single -icount "shift=$WGHYBRID_KMOD_ICOUNT,sleep=off")
+fi
+say "booting $REL under qemu (TCG${WGHYBRID_KMOD_ICOUNT:+, icount shift=$WGHYBRID_KMOD_ICOUNT}, -smp $smp): ${scenarios[*]}"
 t1=$SECONDS
 timeout --foreground -k 10 "${WGHYBRID_KMOD_TIMEOUT:-$limit}" qemu-system-x86_64 \
-	-accel tcg,thread=multi -cpu max -smp "$smp" -m "$mem" \
+	"${accel[@]}" -cpu max -smp "$smp" -m "$mem" \
 	-display none -nodefaults -no-reboot -monitor none -serial stdio \
 	-kernel "$img/boot/vmlinuz-$REL" -initrd "$work/stage1.cpio" \
 	-append "console=ttyS0 wgh.target=$TARGET panic=-1 oops=panic softlockup_panic=1 softlockup_all_cpu_backtrace=1 quiet loglevel=5 mitigations=off log_buf_len=16M wgh.repo=$(dirname "$kmod") wgh.scenarios=$(IFS=,; echo "${scenarios[*]}")${guest_env:+ wgh.env=$guest_env} ${debug_append:-} ${WGHYBRID_KMOD_APPEND:-}" \

@@ -118,3 +118,28 @@ def test_the_captured_guest_output(tmp_path: Path, capsys: pytest.CaptureFixture
     assert "vanilla/stock" in out and "inline/stock" in out
     assert rc == (0 if ratio >= 0.98 else 1)
     assert ("MISSED: vanilla/stock" in out) == (ratio < 0.98)
+
+
+@pytest.mark.parametrize("icount", [None, 2])
+def test_icount_reaches_the_harness_and_names_the_results(
+        icount: int | None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """--icount N boots run.sh with WGHYBRID_KMOD_ICOUNT=N (and without it, none is passed
+    on from the caller's environment); the JSON says so and its name carries _icountN."""
+    bench = load()
+    seen: dict[str, str] = {}
+
+    def fake_run(cmd: list[str], env: dict[str, str], check: bool) -> None:
+        seen.update(env)
+        log = Path(env["WGHYBRID_KMOD_RESULTS"]) / "ab_stock.log"
+        log.parent.mkdir(parents=True)
+        log.write_text(synthetic(1.0))
+
+    monkeypatch.setattr(bench.subprocess, "run", fake_run)
+    monkeypatch.setattr(bench, "ROOT", tmp_path)
+    monkeypatch.setattr(bench, "RESULTS", tmp_path / "results")
+    monkeypatch.setenv("WGHYBRID_KMOD_ICOUNT", "7")
+    argv = ["--target", "bookworm"] + ([] if icount is None else ["--icount", str(icount)])
+    assert bench.main(argv) == 0
+    assert seen.get("WGHYBRID_KMOD_ICOUNT") == (None if icount is None else str(icount))
+    name = "kmod_ab_bookworm_smp2" + ("" if icount is None else f"_icount{icount}") + ".json"
+    assert json.loads((tmp_path / "results" / name).read_text())["icount"] == icount
