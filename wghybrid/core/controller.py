@@ -517,8 +517,7 @@ class Controller:
             inp.core[at].tolist(), inp.mode[at].tolist(), out.mode[at].tolist(),
             strict=True), strict=True))
         loads, peaks = core_load.tolist(), core_peak.tolist()
-        spread = out.spread if out.spread.shape[0] == on_inline.shape[0] \
-            else np.zeros(on_inline.shape[0], dtype=bool)
+        spread = out.spread
         sat = inp.saturated.tolist()
         inline_mode, vanilla_mode = int(Mode.INLINE), int(Mode.VANILLA)
         ops: list[Operation] = []
