@@ -15,9 +15,9 @@ pytestmark = pytest.mark.unit
 SHIPPED = ["bursty-thresholds", "crowd-pairs", "crowded-cores", "datamining-sites", "diurnal",
            "elephants-churn", "elephants-to-mice", "few-elephants", "flash-crowd",
            "lone-elephant", "medium-crowd", "mixed", "out-of-phase", "overload",
-           "quarter-swings", "ramp-into-overload", "slow-ramp", "slow-swings", "steady-mice", "steady-noisy",
-           "steady-noisy-bulk", "steady-noisy-dense", "tiny-plus-medium", "two-devices",
-           "websearch-sites"]
+           "quarter-swings", "ramp-into-overload", "slow-ramp", "slow-swings", "steady-mice",
+           "steady-noisy", "steady-noisy-bulk", "steady-noisy-dense", "tiny-plus-medium",
+           "two-devices", "websearch-sites"]
 MIXED = {"crowd-pairs", "datamining-sites", "diurnal", "elephants-churn", "elephants-to-mice",
          "flash-crowd", "medium-crowd", "mixed", "out-of-phase", "quarter-swings", "slow-ramp",
          "slow-swings", "steady-noisy", "steady-noisy-bulk", "two-devices", "websearch-sites"}
