@@ -37,5 +37,7 @@ def test_a_missed_target_is_printed_written_and_fails(
         assert f"    300 {case}" in out
     for r in report["results"]:
         assert 0 < r["total"]["median_ms"] <= r["total"]["p99_ms"]
+        assert 0 <= r["cpu"]["median_ms"] <= r["cpu"]["p99_ms"]
+        assert len(r["load"]) == 2
     assert len(report["misses"]) == (6 if rc else 0)
     assert ("MISSED: 300 peers, churn: p99_ms" in out) == bool(rc)

@@ -53,6 +53,21 @@ GRID = 8
 """With many candidates for vanilla, this many k values first, then around the best."""
 
 
+def stable_head(x: F64, k: int) -> np.ndarray | None:
+    """Exactly the first k (>= 1) of np.argsort(x, kind="stable"), without sorting all of
+    `x`: the values below the k-th smallest, then the first of those equal to it, in row
+    order. None where that saves nothing (k over a quarter of `x`) or the k-th is nan."""
+    if 4 * k >= x.shape[0]:
+        return None
+    kth = np.partition(x, k - 1)[k - 1]
+    if np.isnan(kth):
+        return None
+    less = np.flatnonzero(x < kth)
+    ties = np.flatnonzero(x == kth)[:k - less.shape[0]]
+    head = np.sort(np.concatenate([less, ties]))
+    return head[np.argsort(x[head], kind="stable")]
+
+
 @dataclass(frozen=True, slots=True)
 class Score:
     gbps: float
@@ -159,16 +174,7 @@ class Model:
         if n == 0 or self.order.shape[0] >= k:
             return
         neg = -self.demand
-        order = None
-        if 4 * k < n:
-            kth = np.partition(neg, k - 1)[k - 1]
-            if not np.isnan(kth):
-                # Exactly the first k of the stable argsort: the values below the k-th
-                # smallest, then the first of those equal to it, in row order.
-                less = np.flatnonzero(neg < kth)
-                ties = np.flatnonzero(neg == kth)[:k - less.shape[0]]
-                head = np.sort(np.concatenate([less, ties]))
-                order = head[np.argsort(neg[head], kind="stable")]
+        order = stable_head(neg, k)
         if order is None:
             order = np.argsort(neg, kind="stable")
         self.order = order

@@ -215,35 +215,48 @@ class Controller:
         if rows is None:
             return st
         fresh = rows < 0
-        kept = ~fresh
-        at = np.where(kept, rows, 0)
+        at = np.where(fresh, 0, rows)
+        # Each column gathered once, then its new rows written in place: the values of
+        # np.where(fresh, new, np.where(kept, arr[at], fill)), in one pass over the rows.
+        new_rows = np.flatnonzero(fresh)
 
-        def take(arr: np.ndarray, fill: float | int) -> np.ndarray:
-            """`arr`'s rows for the sample's (`fill` for new peers)."""
+        def take(arr: np.ndarray, fill: float | int, dtype: np.dtype | None = None,
+                 new: np.ndarray | float | int | None = None) -> np.ndarray:
+            """`arr`'s rows for the sample's, as `dtype`; new peers get `new` (an array
+            aligned with the sample, or a value), else `fill`."""
+            dt = arr.dtype if dtype is None else dtype
             if arr.shape[0] == 0:
-                return np.full(n, fill, dtype=arr.dtype)
-            return np.where(kept, arr[at], fill).astype(arr.dtype)
+                out = np.full(n, fill, dtype=dt)
+            else:
+                out = arr[at].astype(dt, copy=False)
+            if new is None:
+                out[new_rows] = fill
+            elif isinstance(new, np.ndarray):
+                out[new_rows] = new[new_rows]
+            else:
+                out[new_rows] = new
+            return out
 
         adopted = np.where(mode == Mode.VANILLA, PeerClass.ELEPHANT, PeerClass.MOUSE)
         d = st.demand
+        u8, f64 = np.dtype(np.uint8), np.dtype(np.float64)
         return _PeerState(
-            Classes(np.where(fresh, adopted, take(st.classes.pclass, 0)).astype(np.uint8),
-                    np.zeros(n)),
-            np.where(fresh, sample.now, take(st.mode_since, 0.0)),
-            np.where(fresh, mode, take(st.found_mode, 0)).astype(np.uint8),
-            np.where(fresh, mode, take(st.last_mode, 0)).astype(np.uint8),
+            Classes(take(st.classes.pclass, 0, u8, adopted), np.zeros(n)),
+            take(st.mode_since, 0.0, f64, float(sample.now)),
+            take(st.found_mode, 0, u8, mode),
+            take(st.last_mode, 0, u8, mode),
             None if d is None else Demand(
                 take(d.gbps, 0.0), take(d.measured, 0.0), take(d.censored, False),
                 take(d.cause, 0), take(d.peak, 0.0),
                 None if d.known is None else take(d.known, np.nan),
                 None if d.known_age is None else take(d.known_age, np.inf)),
-            np.where(fresh, self._adopted(sample.now), take(st.changed_at, NEVER)),
-            np.where(fresh, mode, take(st.want_mode, 0)).astype(np.uint8),
-            np.where(fresh, np.nan, take(st.want_since, np.nan)),
-            np.where(fresh, sample.peers.core, take(st.last_core, -1)).astype(np.int32),
-            np.where(fresh, NEVER, take(st.moved_at, NEVER)),
-            np.where(fresh, 255, take(st.key_at_change, 255)).astype(np.uint8),
-            np.where(fresh, False, take(st.auto, False)).astype(bool),
+            take(st.changed_at, NEVER, f64, self._adopted(sample.now)),
+            take(st.want_mode, 0, u8, mode),
+            take(st.want_since, np.nan, f64, np.nan),
+            take(st.last_core, -1, np.dtype(np.int32), sample.peers.core),
+            take(st.moved_at, NEVER, f64, NEVER),
+            take(st.key_at_change, 255, u8, 255),
+            take(st.auto, False, np.dtype(bool), False),
         )
 
     def _key_index(self) -> KeyIndex | None:

@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from wghybrid.core.assign import stable_head
 from wghybrid.model import (
     F64,
     I32,
@@ -375,6 +376,26 @@ def _raw_keys(key: Keys, rows: np.ndarray) -> list[bytes]:
     return [raw_key(k) for k in picked]
 
 
+def _first_stable(x: F64, k: int) -> np.ndarray:
+    """np.argsort(x, kind="stable")[:k], without sorting all of `x` when k is small."""
+    if k <= 0:
+        return np.zeros(0, dtype=np.intp)
+    head = stable_head(x, k)
+    return head if head is not None else np.argsort(x, kind="stable")[:k]
+
+
+def _on(core: np.ndarray, cores: frozenset[int]) -> np.ndarray:
+    """bool per row: its core is one of `cores` (np.isin's answer, by a table lookup)."""
+    if not cores:
+        return np.zeros(core.shape[0], dtype=bool)
+    if min(cores) < 0:  # not a core number; np.isin would still match it
+        return np.isin(core, list(cores))
+    member = np.zeros(max(cores) + 1, dtype=bool)
+    member[list(cores)] = True
+    inside = (core >= 0) & (core < member.shape[0])
+    return inside & member[np.where(inside, core, 0)]
+
+
 def plan_operations(inp: PlanInput, params: Placement) -> PlanOutput:
     n = inp.key.shape[0]
     ncores = (max(inp.cores) + 1) if inp.cores else 1
@@ -412,7 +433,7 @@ def plan_operations(inp: PlanInput, params: Placement) -> PlanOutput:
         prev_pool = inp.pool
     demand_v = float(inp.load_vanilla[vanilla].sum())
     if inp.core_busy.shape[0] >= ncores and prev_pool:
-        on_pool = inline & np.isin(inp.core, list(prev_pool))
+        on_pool = inline & _on(inp.core, prev_pool)
         busy = float(inp.core_busy[list(prev_pool)].sum()) - float(inp.load_inline[on_pool].sum())
         demand_v = max(demand_v, busy)
     demand_i = float(inp.load_inline[inline].sum())
@@ -457,29 +478,24 @@ def plan_operations(inp: PlanInput, params: Placement) -> PlanOutput:
     typical = load if inp.load_typical.shape[0] != n \
         else np.minimum(np.maximum(inp.load_typical, MIN_LOAD), load)
     settled_inline = inline & ~misplaced
-    core_load = np.bincount(
-        np.where(settled_inline, clipped, 0)[settled_inline],
-        weights=load[settled_inline], minlength=ncores,
-    ).astype(np.float64)
-    typ_core = np.bincount(
-        np.where(settled_inline, clipped, 0)[settled_inline],
-        weights=typical[settled_inline], minlength=ncores,
-    ).astype(np.float64)
+    on_core = clipped[settled_inline]
+    core_load = np.bincount(on_core, weights=load[settled_inline],
+                            minlength=ncores).astype(np.float64)
+    typ_core = np.bincount(on_core, weights=typical[settled_inline],
+                           minlength=ncores).astype(np.float64)
     # Peers that switch mode are placed whatever the budget: a mode change without its
     # core would start the new path on the data plane's default core.
     must = np.flatnonzero(misplaced & (target != inp.mode))
     rest = np.flatnonzero(misplaced & (target == inp.mode))
     if rest.size > budget:
-        rest = rest[np.argsort(-load[rest], kind="stable")[: max(budget, 0)]]
+        rest = rest[_first_stable(-load[rest], max(budget, 0))]
     budget -= int(rest.size)
     place = np.concatenate([must, rest]).astype(np.int64)
     # Largest first onto the least-loaded core (LPT): max load <= mean + largest.
     order = place[np.argsort(-np.where(inline[place], load[place], 0.0), kind="stable")]
     pool_list = np.asarray(sorted(pool), dtype=np.int64)
-    pool_count = np.bincount(
-        np.where(vanilla & valid_core & ~misplaced, clipped, 0)[vanilla & valid_core & ~misplaced],
-        minlength=ncores,
-    ).astype(np.float64)
+    pool_count = np.bincount(clipped[vanilla & valid_core & ~misplaced],
+                             minlength=ncores).astype(np.float64)
     for i in order.tolist():
         if inline[i]:
             c = int(inline_cores[np.argmin(core_load[inline_cores])])
@@ -506,7 +522,7 @@ def plan_operations(inp: PlanInput, params: Placement) -> PlanOutput:
     spread = new_core != before_spread
     if pool:
         vload = np.maximum(inp.load_vanilla, MIN_LOAD)
-        settled_v = vanilla & np.isin(new_core, pool_list)
+        settled_v = vanilla & _on(new_core, pool)
         vcore_load = np.bincount(new_core[settled_v], weights=vload[settled_v],
                                  minlength=ncores).astype(np.float64)
         budget = _rebalance(vcore_load, pool_list, movable & vanilla, vload, new_core, touched,

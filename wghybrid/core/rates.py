@@ -400,10 +400,20 @@ def _fold(
         assert isinstance(rows, np.ndarray)
         known = rows >= 0
         take = np.where(known, rows, 0)
-        old_counters = np.where(known, prev.counters[:, take], counters) if len(prev) else counters
-        old_epoch = np.where(known, prev.epoch[take], peers.epoch) if len(prev) else peers.epoch
-        old_valid = (known & prev.valid[take]) if len(prev) else np.zeros(n, dtype=bool)
-        olds = [[np.where(known, getattr(p, r)[take], 0.0) if len(prev) else np.zeros(n)
+        # Gathered, then the new rows filled in place: the values of
+        # np.where(known, old[take], fill), without a second pass over every row.
+        new_rows = np.flatnonzero(~known)
+        if len(prev):
+            old_counters = prev.counters[:, take]
+            old_counters[:, new_rows] = counters[:, new_rows]
+            old_epoch = prev.epoch[take]
+            old_epoch[new_rows] = peers.epoch[new_rows]
+            old_valid = prev.valid[take]
+            old_valid[new_rows] = False
+        else:
+            old_counters, old_epoch = counters, peers.epoch
+            old_valid = np.zeros(n, dtype=bool)
+        olds = [[_gather(getattr(p, r), take, new_rows) if len(prev) else np.zeros(n)
                  for r in _RATES] for p in prevs]
     iface, key = peers.iface.copy(), peers.key.copy()
 
@@ -420,7 +430,11 @@ def _fold(
     reset = backwards | (peers.epoch != old_epoch)
     if rows is not None:
         reset |= rows < 0
-    delta = (counters - np.where(reset, counters, old_counters)).astype(np.float64)
+    # counters - np.where(reset, counters, old_counters): the difference, zero where reset.
+    reset_rows = np.flatnonzero(reset)
+    diff = counters - old_counters
+    diff[:, reset_rows] = 0
+    delta = diff.astype(np.float64)
     inst = (
         delta[0] * 8.0 / dt,
         delta[1] * 8.0 / dt,
@@ -434,16 +448,34 @@ def _fold(
     first = ~old_valid & ~reset
     valid = (old_valid | first) & ~(reset & ~old_valid)
     epoch, busy_ns = peers.epoch.copy(), sample.core_busy_ns.copy()
+    # The rows that are seeded or re-baselined, few or none (each is one element of
+    # np.where(reset, o * old_valid, np.where(first, x, blend)), written in place).
+    first_rows = np.flatnonzero(first)
+    valid_reset = old_valid[reset_rows]
     out = []
     for p, old, half_life in zip(prevs, olds, half_lives, strict=True):
         alpha = 1.0 - 2.0 ** (-dt / half_life) if half_life > 0 else 1.0
         blended = []
         for o, x in zip(old, inst, strict=True):
-            v = np.where(first, x, o + alpha * (x - o))
-            blended.append(np.asarray(np.where(reset, np.asarray(o) * old_valid, v),
-                                      dtype=np.float64))
+            o = np.asarray(o, dtype=np.float64)
+            # o + alpha * (x - o), in place (the same values: IEEE addition commutes; times
+            # alpha 1, unsmoothed, is the identity).
+            v = np.subtract(x, o, dtype=np.float64)
+            if alpha != 1.0:
+                v *= alpha
+            v += o
+            v[first_rows] = x[first_rows]
+            v[reset_rows] = o[reset_rows] * valid_reset
+            blended.append(v)
         out.append(_rates(sample.now, ifnames, iface, key, epoch, counters, blended, valid,
                           busy_ns, _core_busy(p, sample, dt, alpha)))
+    return out
+
+
+def _gather(arr: np.ndarray, take: np.ndarray, new_rows: np.ndarray) -> np.ndarray:
+    """np.where(rows >= 0, arr[take], 0.0) as float64, with `new_rows` where rows < 0."""
+    out = np.asarray(arr[take], dtype=np.float64)
+    out[new_rows] = 0.0
     return out
 
 
