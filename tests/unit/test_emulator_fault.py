@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.unit
+
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "kmod" / "harness" / "emulator_fault.py"
 CONSOLE = Path(__file__).parent / "consoles" / "inline_churn-2026-11-25.txt"

@@ -40,9 +40,19 @@ step "the tunnel still works"
 tunnel_up wgh-a 192.168.77.2
 tunnel_up wgh-b 192.168.77.1
 stats_when_quiet # both ends once the tunnel is quiet (lib.sh)
-python3 - "$SECONDS_FLIP" <<'PY'
+# The rate floor says the flippers ran as loops that hit the switch's windows thousands
+# of times: 1,000 switches each in 30 s on Debian's kernels (seen: 280,000 to 470,000,
+# with iperf3 at 72-92 Mbit/s). The debug kernel (KASAN, lockdep, SLUB debugging and
+# kmemleak on every allocation: kmod/debugkernel.sh, release *-wghdebug) slows the
+# whole guest, and more so on a busy host: the same scenario there moved 1.2 Mbit/s
+# with each flipper at 880 to 929 switches (host busy with other guests), 1.9 Mbit/s
+# with 2,963 to 3,642 (beside one other guest); each request allocates and frees
+# netlink messages, each checked. So its floor is 500, 1,000 and more per end.
+floor=1000
+[[ $(uname -r) == *-wghdebug ]] && floor=500
+python3 - "$SECONDS_FLIP" "$floor" <<'PY'
 import glob, json, re, sys
-seconds = float(sys.argv[1])
+seconds, floor = float(sys.argv[1]), int(sys.argv[2])
 flips = {}
 for f in sorted(glob.glob("/tmp/flip-*.txt")):
     m = re.search(r"flips (\d+) errors (\d+)", open(f).read())
@@ -58,8 +68,8 @@ print(f"iperf3: {got} bytes ({got * 8 / seconds / 1e6:.1f} Mbit/s); ping -f: "
 print("A's peer B:", a)
 print("B's peer A:", b)
 errors = []
-if min(flips.values()) < 1000:
-    errors.append(f"a flipper switched fewer than 1,000 times: {flips}")
+if min(flips.values()) < floor:
+    errors.append(f"a flipper switched fewer than {floor:,} times: {flips}")
 if got < 1_000_000:
     errors.append("the stream moved less than 1 MB")
 if not m or int(m.group(2)) == 0:
