@@ -17,7 +17,7 @@ from hypothesis import HealthCheck, given, reject, settings
 from hypothesis import strategies as st
 
 from wghybrid.model import encode_key
-from wghybrid.policy import Classify, Metrics, NameImport, NapiPolicy, Placement, Policy
+from wghybrid.policy import Classify, Metrics, NameImport, NapiPolicy, Placement, Policy, Stall
 from wghybrid.policy.load import (
     PolicyError,
     _dotted,
@@ -235,11 +235,13 @@ def key_comments(path: Path) -> dict[str, str]:
 
 ALL_KEYS = (
     {f.name for f in dataclasses.fields(Policy)}
-    - {"classify", "placement", "metrics", "name_import", "names", "source", "file_names",
-       "name_origin", "name_warnings"}
+    - {"classify", "placement", "metrics", "stall", "name_import", "names", "source",
+       "file_names", "name_origin", "name_warnings"}
 ) | {f"classify.{f.name}" for f in dataclasses.fields(Classify)} | {
     f"placement.{f.name}" for f in dataclasses.fields(Placement)
 } | {f"metrics.{f.name}" for f in dataclasses.fields(Metrics)} | {
+    f"stall.{f.name}" for f in dataclasses.fields(Stall)
+} | {
     f"name_import.{f.name}" for f in dataclasses.fields(NameImport)
 }
 

@@ -659,6 +659,12 @@ class Controller:
         else:
             self._unsupported[(op.interface, "threaded_napi")] = error
 
+    def forbid_threaded_napi(self, interface: str, reason: str) -> None:
+        """Plan no threaded-NAPI change on `interface` from now on (the daemon turned it
+        off there because a peer stalled with it on: wghybrid.daemon.stall); status shows
+        the knob as refused, with `reason`."""
+        self._unsupported[(interface, "threaded_napi")] = reason
+
     def manage(self, interface: str, public_key: bytes) -> None:
         self._unmanaged.pop(PeerId(interface, public_key), None)
 

@@ -59,8 +59,24 @@ OVERRIDE_SET = "override-set"
 OVERRIDE_CLEAR = "override-clear"
 OVERRIDE_EXPIRE = "override-expire"
 POLICY_RELOAD = "policy-reload"
+STALL = "stall"
+"""A peer's decryption stalled (wghybrid.daemon.stall): `value` says what the daemon did
+(`STALL_VALUES`), `reason` the numbers."""
 OPS = (MODE, CORE, CRYPT_CORES, THREADED_NAPI, OVERRIDE_SET, OVERRIDE_CLEAR, OVERRIDE_EXPIRE,
-       POLICY_RELOAD)
+       POLICY_RELOAD, STALL)
+
+# Values of a STALL event
+STALL_DETECTED = "detected"
+"""Seen and reported; nothing done (policy `stall.recover = false`, or nothing left to try
+before the retry time)."""
+STALL_NAPI_OFF = "threaded-napi-off"
+"""Threaded NAPI turned off on the peer's device, for good (the daemon never turns it on
+there again while it runs)."""
+STALL_RECREATED = "recreated"
+"""The peer removed and added again with the same configuration, mode and core."""
+STALL_RECOVERED = "recovered"
+"""It accepts packets again after the step before."""
+STALL_VALUES = (STALL_DETECTED, STALL_NAPI_OFF, STALL_RECREATED, STALL_RECOVERED)
 
 # Results (`Event.result`, WGH_RESULT)
 DONE = "done"
@@ -121,7 +137,7 @@ class Event:
 
 def describe(event: Event) -> str:
     """The operation in wg-quick's words: "peer wg0/mouse-029 mode inline"."""
-    if event.op in (MODE, CORE):
+    if event.op in (MODE, CORE, STALL):
         return f"peer {event.label} {event.op} {event.value}"
     if event.op in (CRYPT_CORES, THREADED_NAPI):
         return f"dev {event.interface} {event.op} {event.value}"
@@ -165,6 +181,8 @@ def level(event: Event) -> int:
     if event.result == REJECTED:
         return logging.ERROR
     if event.result in (FAILED, UNMANAGED, UNSUPPORTED):
+        return logging.WARNING
+    if event.op == STALL and event.value != STALL_RECOVERED:
         return logging.WARNING
     return logging.INFO
 

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from typing import NamedTuple
 
 import numpy as np
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import (
     CounterMetricFamily,
     GaugeMetricFamily,
@@ -392,6 +392,19 @@ class DaemonMetrics:
         )
         self.policy_reload_errors = Counter(
             "wghybrid_policy_reload_errors", "Policy reloads rejected", registry=r
+        )
+        self.stall_steps = Counter(
+            "wghybrid_stall_steps",
+            "Steps taken against peers whose decryption stalled (wghybrid.daemon.stall): "
+            "detected, threaded-napi-off, recreated, recovered",
+            ("interface", "step"),
+            registry=r,
+        )
+        self.stalled_peers = Gauge(
+            "wghybrid_stalled_peers",
+            "Peers seen stalled (accepting nothing while their packets are dropped) and "
+            "not yet recovered",
+            registry=r,
         )
         r.register(_SnapshotCollector(self))
 

@@ -51,6 +51,7 @@ from wghybrid.daemon.report import (
     Reporter,
     log_event,
 )
+from wghybrid.daemon.stall import StallWatch
 from wghybrid.daemon.state import (
     DaemonState,
     StateStore,
@@ -132,6 +133,11 @@ class Daemon:
         """Operations and their results as events (wghybrid.daemon.report)."""
         self.book = OverrideBook(store, self.report, wall=wall, dry_run=lambda: self.dry_run)
         """The overrides and the persisted marks (wghybrid.daemon.overrides)."""
+        self.stall = StallWatch(dataplane, self.controller, self.report,
+                                lambda: self.dry_run, op_timeout=op_timeout,
+                                step=self._stall_step)
+        """Stalled decryption: detected after each tick, recovered, said
+        (wghybrid.daemon.stall)."""
         self.metrics = DaemonMetrics(
             lambda: self.snapshot,
             self._info,
@@ -292,6 +298,9 @@ class Daemon:
             )
             if self.dry_run:
                 self.report.would(result)
+            if self.controller.sample is not None:
+                await self.stall.check(self.controller.sample)
+                self.metrics.stalled_peers.set(self.stall.stalled)
             await self._after_tick(result, overrides, wall_now)
         except TransientError as exc:
             self.last_error = f"sample: {exc}"
@@ -339,6 +348,9 @@ class Daemon:
                 self.policy.name,
                 " (dry run: changing nothing)" if self.dry_run else "",
             )
+
+    def _stall_step(self, interface: str, step: str) -> None:
+        self.metrics.stall_steps.labels(interface, step).inc()
 
     def _collect_garbage(self) -> None:
         """The cyclic collector's full passes, at a time the loop chooses: right after a

@@ -54,6 +54,19 @@ class NicSteering(Protocol):
         ...
 
 
+@runtime_checkable
+class PeerRecovery(Protocol):
+    """A data plane that can re-create a peer (both backends): the daemon's last step
+    against a stalled peer (wghybrid.daemon.stall)."""
+
+    async def recreate_peer(self, interface: str, public_key: bytes) -> str:
+        """Remove the peer and add it back with the same configuration (keys, endpoint,
+        allowed IPs, keepalive), then give it back its mode and core: fresh queues, a
+        new handshake, counters from zero (a new epoch). Returns what was done, one line;
+        raises TransientError or PermanentError."""
+        ...
+
+
 async def configure_nic_steering(dataplane: object, enabled: bool) -> None:
     """Pass the policy's `placement.nic_steering` to a data plane that steers NICs; a
     data plane that has no NIC to steer ignores it."""

@@ -434,3 +434,68 @@ async def wireguard_endpoints(ifname: str) -> dict[bytes, Endpoint]:
             raw = base64.b64decode(key)
             out[raw] = Endpoint(str(ep["addr"]), int(ep["port"]), port)
     return out
+
+
+def peer_config(msgs: Sequence[Any], key: bytes) -> dict[str, Any] | None:
+    """One peer's configuration from upstream WireGuard's GET_DEVICE replies, in the form
+    pyroute2's `WireGuard.set(peer=...)` takes; None when the device has no such peer.
+
+    WireGuard splits a large device over several messages, and a peer with many allowed
+    IPs over consecutive ones (the later ones repeat only its key and carry more
+    allowed IPs), so every message is read and the peer's allowed IPs are joined."""
+    import base64
+
+    want = base64.b64encode(bytes(key).ljust(32, b"\0")).decode()
+    config: dict[str, Any] | None = None
+    for m in msgs:
+        for peer in m.get_attr("WGDEVICE_A_PEERS") or ():
+            pk = peer.get_attr("WGPEER_A_PUBLIC_KEY")
+            if pk is None:
+                continue
+            text = pk["value"] if not isinstance(pk, bytes | str) else pk
+            if isinstance(text, bytes):
+                text = text.decode()
+            if text != want:
+                continue
+            if config is None:
+                config = {"public_key": want, "allowed_ips": []}
+            psk = peer.get_attr("WGPEER_A_PRESHARED_KEY")
+            if psk is not None:
+                value = psk["value"] if not isinstance(psk, bytes | str) else psk
+                value = value.decode() if isinstance(value, bytes) else value
+                if base64.b64decode(value) != bytes(32):  # all zero: no preshared key
+                    config["preshared_key"] = value
+            ep = peer.get_attr("WGPEER_A_ENDPOINT")
+            if ep is not None and ep.get("port"):
+                config["endpoint_addr"] = str(ep["addr"])
+                config["endpoint_port"] = int(ep["port"])
+            keepalive = peer.get_attr("WGPEER_A_PERSISTENT_KEEPALIVE_INTERVAL")
+            if keepalive:
+                config["persistent_keepalive"] = int(keepalive)
+            for aip in peer.get_attr("WGPEER_A_ALLOWEDIPS") or ():
+                if aip.get("addr"):
+                    config["allowed_ips"].append(str(aip["addr"]))
+    return config
+
+
+async def recreate_wireguard_peer(ifname: str, key: bytes) -> dict[str, Any] | None:
+    """Remove the peer and add it back with the configuration it had, through upstream
+    WireGuard's own family (pyroute2's WireGuard); the configuration, or None when the
+    device has no such peer. Two requests: between them (a few milliseconds) the peer
+    does not exist and what is sent to its allowed IPs is refused."""
+    from pyroute2.netlink.generic.wireguard import AsyncWireGuard
+
+    wg = AsyncWireGuard()
+    try:
+        await wg.setup_endpoint()
+        msgs = [m async for m in await wg.info(ifname)]
+        config = peer_config(msgs, key)
+        if config is None:
+            return None
+        await wg.set(ifname, peer={"public_key": config["public_key"], "remove": True})
+        await wg.set(ifname, peer=config)
+    except NetlinkError as exc:
+        raise _error(exc, f"dev {ifname}: WireGuard SET_DEVICE") from None
+    finally:
+        wg.close()
+    return config

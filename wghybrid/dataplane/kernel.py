@@ -31,6 +31,7 @@ from wghybrid.dataplane import DataPlaneError, PermanentError, TransientError, _
 from wghybrid.model import (
     GatewaySample,
     InterfaceState,
+    Mode,
     Operation,
     PeerTable,
     SetCryptCores,
@@ -216,6 +217,36 @@ class KernelDataPlane:
             _sysfs.write_threaded(op.interface, op.enabled, self._sys)
         else:  # pragma: no cover - the Operation union is closed
             raise PermanentError(f"unsupported operation {op!r}")
+
+    async def recreate_peer(self, interface: str, public_key: bytes) -> str:
+        """`PeerRecovery`: the peer removed and added again with its configuration
+        (upstream's family) and then its mode and core (ours), read just before."""
+        self._check_open()
+        key = bytes(public_key)
+        try:
+            records = await self._stats(interface)
+            rows = np.flatnonzero(records["key"] == np.frombuffer(key, dtype="S32")[0])
+            if not rows.size:
+                raise PermanentError(f"no peer {short_key(key)} on {interface}")
+            mode, core = int(records["mode"][rows[0]]), int(records["core"][rows[0]])
+            config = await _genl.recreate_wireguard_peer(interface, key)
+            if config is None:
+                raise PermanentError(f"no peer {short_key(key)} on {interface}")
+            await self._genl.set_peer(interface, key, mode=mode, core=core)
+        except _genl.FamilyMissing as exc:
+            raise TransientError(str(exc)) from None
+        except OSError as exc:
+            raise classify_error(exc) from None
+        self._endpoints.pop(interface, None)
+        kept = [f"{len(config.get('allowed_ips', ()))} allowed IPs"]
+        if "endpoint_addr" in config:
+            kept.append(f"endpoint {config['endpoint_addr']}:{config['endpoint_port']}")
+        if "preshared_key" in config:
+            kept.append("preshared key")
+        if "persistent_keepalive" in config:
+            kept.append(f"keepalive {config['persistent_keepalive']} s")
+        return (f"removed and added again with its configuration ({', '.join(kept)}), "
+                f"mode {Mode(mode)}, core {core}")
 
     async def _steer(self, op: SetPeerCore) -> None:
         """Steer the peer's outer UDP flow to its new core: best effort, said once per

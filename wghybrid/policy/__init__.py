@@ -73,6 +73,27 @@ class Metrics:
 
 
 @dataclass(frozen=True, slots=True)
+class Stall:
+    """Stalled decryption (issue 12, finding 8): a peer whose outer datagrams are dropped
+    while it accepts none. `wghybrid.core.stall` detects it, the daemon recovers it."""
+
+    detect: bool = True
+    """Watch every peer for a stall (a few array operations per tick)."""
+    window: float = 15.0
+    """Seconds a peer must accept no packet (rx_packets still) while `min_drops` are dropped.
+    Above WireGuard's passive keepalive (10 s), so a one-way tunnel whose far end answers
+    with keepalives only is never taken for stalled."""
+    min_drops: int = 64
+    """Packets dropped within the window for it to count as a stall."""
+    recover: bool = True
+    """Recover a stalled peer (threaded NAPI off on its device, then the peer removed and
+    added again with the same configuration); false: only report it."""
+    retry: float = 300.0
+    """Seconds before a peer still stalled after being re-created is re-created again
+    (doubling each time, at most an hour)."""
+
+
+@dataclass(frozen=True, slots=True)
 class NameImport:
     """Where friendly names are imported from, besides the policy's `[names]` (which wins
     over them; then networkd wins over wg-quick). An empty tuple turns a source off."""
@@ -100,6 +121,7 @@ class Policy:
     classify: Classify = field(default_factory=Classify)
     placement: Placement = field(default_factory=Placement)
     metrics: Metrics = field(default_factory=Metrics)
+    stall: Stall = field(default_factory=Stall)
     name_import: NameImport = field(default_factory=NameImport)
     names: dict[bytes, str] = field(default_factory=dict)
     """Friendly peer names, by raw public key: the policy file's `[names]`, and those

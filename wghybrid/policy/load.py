@@ -18,7 +18,7 @@ from typing import Any
 
 from wghybrid._files import read_regular
 from wghybrid.model import BadKeyError, decode_key, encode_key, format_cores, parse_cores
-from wghybrid.policy import Classify, Metrics, NameImport, NapiPolicy, Placement, Policy
+from wghybrid.policy import Classify, Metrics, NameImport, NapiPolicy, Placement, Policy, Stall
 from wghybrid.policy.names import import_names as read_names
 
 # ---------------------------------------------------------------------------
@@ -30,6 +30,7 @@ from wghybrid.policy.names import import_names as read_names
 #   [placement]  the Placement fields (threaded_napi = "auto" | "on" | "off",
 #                nic_steering = true | false)
 #   [metrics]    the Metrics fields (per_peer_max)
+#   [stall]      the Stall fields (detect, window, min_drops, recover, retry)
 #   [name_import] wg_quick, networkd: directories to import names from (policy/names.py)
 #   [names]      "<base64 public key>" = "friendly name"
 #
@@ -355,15 +356,24 @@ _PLACEMENT: dict[str, _Check] = {
 _METRICS: dict[str, _Check] = {
     "per_peer_max": _Number(0, 10_000_000, integer=True, unit="peers"),
 }
+_STALL: dict[str, _Check] = {
+    "detect": _Flag(),
+    # At least 5 s: below WireGuard's passive keepalive (10 s) a healthy one-way tunnel
+    # would look stalled; the default is 15.
+    "window": _Number(5, 3600, unit="seconds"),
+    "min_drops": _Number(1, 1 << 40, integer=True, unit="packets"),
+    "recover": _Flag(),
+    "retry": _Number(10, 86_400, unit="seconds"),
+}
 _NAME_IMPORT: dict[str, _Check] = {
     "wg_quick": _Dirs(),
     "networkd": _Dirs(),
 }
 _SECTIONS: dict[str, dict[str, _Check]] = {
-    "classify": _CLASSIFY, "placement": _PLACEMENT, "metrics": _METRICS,
+    "classify": _CLASSIFY, "placement": _PLACEMENT, "metrics": _METRICS, "stall": _STALL,
     "name_import": _NAME_IMPORT,
 }
-_TABLES = ("classify", "placement", "metrics", "name_import", "names")
+_TABLES = ("classify", "placement", "metrics", "stall", "name_import", "names")
 _NOT_IN_FILE = {"source", "file_names", "name_origin", "name_warnings"}
 """Policy fields that are not keys of the file (where it and its names came from)."""
 
@@ -373,6 +383,7 @@ assert set(_NAME_IMPORT) == {f.name for f in fields(NameImport)}
 assert set(_CLASSIFY) == {f.name for f in fields(Classify)}
 assert set(_PLACEMENT) == {f.name for f in fields(Placement)}
 assert set(_METRICS) == {f.name for f in fields(Metrics)}
+assert set(_STALL) == {f.name for f in fields(Stall)}
 
 
 def _unknown(section: str, key: str) -> _Invalid:
@@ -501,7 +512,7 @@ def _online(online_cores: int | None) -> int:
 def _build(data: Mapping[str, Any], source: str, online: int) -> Policy:
     values: dict[str, Any] = {}
     sections: dict[str, dict[str, Any]] = {
-        "classify": {}, "placement": {}, "metrics": {}, "name_import": {},
+        "classify": {}, "placement": {}, "metrics": {}, "stall": {}, "name_import": {},
     }
     names: dict[bytes, str] = {}
     explicit: set[str] = set()
@@ -523,6 +534,7 @@ def _build(data: Mapping[str, Any], source: str, online: int) -> Policy:
     values["classify"] = Classify(**sections["classify"])
     values["placement"] = Placement(**sections["placement"])
     values["metrics"] = Metrics(**sections["metrics"])
+    values["stall"] = Stall(**sections["stall"])
     values["name_import"] = NameImport(**sections["name_import"])
     _check_machine(values, online, explicit)
     return Policy(**values, names=names, source=source)
@@ -639,6 +651,7 @@ def policy_to_dict(policy: Policy) -> dict[str, Any]:
         "classify": {f.name: float(getattr(policy.classify, f.name)) for f in fields(Classify)},
         "placement": {f.name: _plain(getattr(policy.placement, f.name)) for f in fields(Placement)},
         "metrics": {f.name: getattr(policy.metrics, f.name) for f in fields(Metrics)},
+        "stall": {f.name: getattr(policy.stall, f.name) for f in fields(Stall)},
         "name_import": {f.name: list(getattr(policy.name_import, f.name))
                         for f in fields(NameImport)},
         "names": {encode_key(k): v for k, v in sorted(own.items())},

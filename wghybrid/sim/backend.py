@@ -91,5 +91,15 @@ class SimDataPlane:
         self.gateway.advance(self.clock())
         self.gateway.apply(op)
 
+    async def recreate_peer(self, interface: str, public_key: bytes) -> str:
+        """`PeerRecovery`: the peer removed and added again, its mode and core kept."""
+        self._check_open()
+        if self.faults.transient_applies > 0:
+            self.faults.transient_applies -= 1
+            raise TransientError("simulated: EBUSY re-creating the peer (injected fault)")
+        self.gateway.advance(self.clock())
+        self.gateway.recreate_peer(interface, public_key)
+        return "removed and added again with the same configuration, mode and core"
+
     async def close(self) -> None:
         self.closed = True

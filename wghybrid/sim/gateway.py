@@ -77,6 +77,13 @@ class SimGateway:
         self.disrupted_until = np.zeros(n)
         """Per tunnel, the simulated time until which a mode/core change costs it traffic."""
         self.epoch = np.zeros(n, dtype=np.uint64)
+        self.stalled = np.zeros(n, dtype=bool)
+        """Per tunnel, its decryption is stalled (`stall_peer`): every datagram it is sent
+        is dropped at its full queue, it accepts none."""
+        self.stall_napi = np.zeros(n, dtype=bool)
+        """Per stalled tunnel, the stall is the threaded-NAPI kind (CVE-2026-52945): it
+        ends when its device's threaded NAPI is turned off. Any stall ends when the peer
+        is re-created."""
         self.time = 0.0
         self._zero_counters()
         self.core_busy_ns = np.zeros(self.cores)
@@ -147,13 +154,17 @@ class SimGateway:
             lost = np.clip((self.disrupted_until - self.time) / dt, 0.0, 1.0)
             if lost.any():
                 delivered = delivered * (1.0 - lost)
+            if self.stalled.any():
+                # Stalled: nothing accepted, and what is sent to it dropped at its full
+                # peer queue (the decryption that feeds the queue stopped with it).
+                delivered = np.where(self.stalled, 0.0, delivered)
             rx_bytes = delivered * (GBIT * dt)
             rx_packets = rx_bytes / self.scenario.packet_bytes
             self.rx_bytes += rx_bytes
             self.rx_packets += rx_packets
             self.tx_packets += rx_packets * ACK_PER_PACKET
             self.tx_bytes += rx_packets * (ACK_PER_PACKET * ACK_BYTES)
-            self.rx_cpu_ns += ev.cpu_rx * (1e9 * dt)
+            self.rx_cpu_ns += np.where(self.stalled, 0.0, ev.cpu_rx) * (1e9 * dt)
             self.tx_cpu_ns += ev.cpu_tx * (1e9 * dt)
             self.drops += np.maximum(offered - delivered, 0.0) * (1e9 * dt / pkt_bits)
             self.core_busy_ns += ev.core_busy * (1e9 * dt)
@@ -234,6 +245,9 @@ class SimGateway:
         elif isinstance(op, SetThreadedNapi):
             self._device(op.interface)
             self.threaded[op.interface] = bool(op.enabled)
+            if not op.enabled:
+                on_dev = self.iface == self.interfaces.index(op.interface)
+                self.stalled[on_dev & self.stall_napi] = False
         else:
             raise PermanentError(f"unsupported operation {op!r}")
         self.log.append((self.time, op))
@@ -264,12 +278,31 @@ class SimGateway:
         self.mode[i] = Mode.VANILLA
         self.core[i] = -1
 
+    def stall_peer(self, key: bytes, interface: str | None = None, *,
+                   napi: bool = True) -> None:
+        """The peer's decryption stalls from now: with `napi`, the threaded-NAPI kind (it
+        ends when its device's threaded NAPI goes off), else one only re-creating the peer
+        ends."""
+        i = self._row(key, interface)
+        self.stalled[i] = True
+        self.stall_napi[i] = napi
+
+    def recreate_peer(self, interface: str, key: bytes) -> None:
+        """The peer removed and added again with the same configuration, mode and core
+        (what the daemon's recovery does): new epoch, zero counters, no stall."""
+        i = self._peer(interface, key)
+        self.epoch[i] += 1
+        self._zero_counters(np.array([i]))
+        self.stalled[i] = False
+        self._disrupt(i)
+
     def reload(self) -> None:
         """The module is reloaded: every counter restarts, every peer is vanilla again."""
         self.epoch[:] += 1
         self._zero_counters()
         self.mode[:] = Mode.VANILLA
         self.core[:] = -1
+        self.stalled[:] = False
         for d in self.interfaces:
             self.crypt_pools[d] = frozenset(range(self.cores))
             self.threaded[d] = self.scenario.threaded_napi

@@ -1,0 +1,104 @@
+"""Re-creating a stalled peer (kernel backend): its configuration is read back whole from
+upstream WireGuard's GET_DEVICE replies (wghybrid.dataplane._genl.peer_config), and the
+[stall] policy table is validated like every other."""
+
+from __future__ import annotations
+
+import base64
+
+import pytest
+
+from wghybrid.dataplane._genl import peer_config
+from wghybrid.policy.load import PolicyError, parse_policy
+
+pytestmark = pytest.mark.unit
+
+
+class Nla(dict):
+    """What pyroute2 hands back: get_attr by name, dict access for struct fields."""
+
+    def __init__(self, attrs: dict, **fields: object) -> None:
+        super().__init__(**fields)
+        self.attrs = attrs
+
+    def get_attr(self, name: str) -> object:
+        return self.attrs.get(name)
+
+
+def b64(raw: bytes) -> str:
+    return base64.b64encode(raw).decode()
+
+
+def key_nla(raw: bytes) -> Nla:
+    return Nla({}, key=raw, value=b64(raw).encode())
+
+
+def peer(raw: bytes, *ips: str, psk: bytes | None = None, endpoint: tuple | None = None,
+         keepalive: int = 0) -> Nla:
+    attrs: dict[str, object] = {"WGPEER_A_PUBLIC_KEY": key_nla(raw),
+                                "WGPEER_A_ALLOWEDIPS": [Nla({}, addr=ip) for ip in ips]}
+    if psk is not None:
+        attrs["WGPEER_A_PRESHARED_KEY"] = key_nla(psk)
+    if endpoint is not None:
+        attrs["WGPEER_A_ENDPOINT"] = Nla({}, addr=endpoint[0], port=endpoint[1])
+    attrs["WGPEER_A_PERSISTENT_KEEPALIVE_INTERVAL"] = keepalive
+    return Nla(attrs)
+
+
+def device(*peers: Nla) -> Nla:
+    return Nla({"WGDEVICE_A_PEERS": list(peers)})
+
+
+A, B = b"\x01" * 32, b"\x02" * 31 + b"\0"
+
+
+def test_a_peer_split_over_messages_is_read_whole() -> None:
+    msgs = [
+        device(peer(A, "10.0.0.1/32"),
+               peer(B, "10.1.0.0/24", "10.2.0.0/24", psk=b"\x07" * 32,
+                    endpoint=("192.0.2.7", 51820), keepalive=25)),
+        # WireGuard continues a peer with many allowed IPs in the next message: its key
+        # again, and more allowed IPs.
+        device(peer(B, "fd00::/64")),
+    ]
+    assert peer_config(msgs, B) == {
+        "public_key": b64(B),
+        "allowed_ips": ["10.1.0.0/24", "10.2.0.0/24", "fd00::/64"],
+        "preshared_key": b64(b"\x07" * 32),
+        "endpoint_addr": "192.0.2.7",
+        "endpoint_port": 51820,
+        "persistent_keepalive": 25,
+    }
+
+
+def test_no_preshared_key_no_endpoint_no_keepalive_are_left_out() -> None:
+    msgs = [device(peer(A, "10.0.0.1/32", psk=bytes(32), endpoint=("0.0.0.0", 0)))]
+    assert peer_config(msgs, A) == {"public_key": b64(A), "allowed_ips": ["10.0.0.1/32"]}
+
+
+def test_an_unknown_peer_is_none() -> None:
+    assert peer_config([device(peer(A))], B) is None
+    assert peer_config([], A) is None
+
+
+@pytest.mark.parametrize("text,where", [
+    ("[stall]\nwindow = 2", "stall.window"),
+    ("[stall]\nwindow = \"15\"", "stall.window"),
+    ("[stall]\nmin_drops = 0", "stall.min_drops"),
+    ("[stall]\nmin_drops = 1.5", "stall.min_drops"),
+    ("[stall]\nretry = 1", "stall.retry"),
+    ("[stall]\nrecover = 1", "stall.recover"),
+    ("[stall]\nwindw = 10", "stall.windw"),
+    ("stall = 3", "stall"),
+])
+def test_bad_stall_settings_are_named(text: str, where: str) -> None:
+    with pytest.raises(PolicyError) as err:
+        parse_policy(text, online_cores=4)
+    assert where in str(err.value)
+
+
+def test_stall_settings_are_read() -> None:
+    p = parse_policy("[stall]\nwindow = 30\nmin_drops = 10\nrecover = false\nretry = 60\n"
+                     "detect = true", online_cores=4)
+    assert (p.stall.window, p.stall.min_drops, p.stall.recover, p.stall.retry,
+            p.stall.detect) == (30.0, 10, False, 60.0, True)
