@@ -2,7 +2,8 @@
 
 What one tick of the daemon costs on the CPU, the data plane left out: the controller's
 whole decision (`Controller.plan(sample, overrides, wall_now)`: rates, classify, plan)
-and the publication that follows it in the daemon (`Daemon._after_tick` and
+and what follows it in the daemon: the stall check (wghybrid.core.stall) and the
+publication (`Daemon._after_tick` and
 `_notify_status`: `daemon.snapshot = controller.status(...)`, the systemd STATUS= line),
 at 10,000 and 100,000 peers on 32 cores, in three cases:
 
@@ -178,8 +179,12 @@ def run_case(n: int, case: str, ticks: int, warmup: int, state_dir: Path) -> dic
         t0 = time.perf_counter()
         ctl.plan(sample, overrides, wall)
         t1 = time.perf_counter()
-        # What the daemon does with the status after each tick (Daemon._after_tick and
-        # _notify_status): publish the snapshot, write the systemd STATUS= line.
+        # What the daemon does after each tick: the stall check (Daemon.tick ->
+        # StallWatch.check: the detector's pass; nothing is stalled here), then
+        # Daemon._after_tick and _notify_status: publish the snapshot, write the systemd
+        # STATUS= line.
+        daemon.stall.detector.update(sample, ctl.policy.stall.window,
+                                     ctl.policy.stall.min_drops, ctl.alignment)
         daemon.snapshot = ctl.status(overrides, wall)
         daemon.serial += 1
         daemon.status_line()

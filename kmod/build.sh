@@ -11,10 +11,21 @@
 #   WGHYBRID_KMOD_CACHE   download/unpack/tree cache (default /var/cache/wghybrid-kmod)
 #   WGHYBRID_KMOD_KERNEL  debian (default) or debug: against kmod/debugkernel.sh's tree
 #   WGHYBRID_KMOD_BUILD   output folder (default kmod/build/TARGET, TARGET-debug for debug)
+#   WGHYBRID_KMOD_FAULT   NAME: also apply kmod/harness/faults/NAME.patch after the series,
+#                         a fault for a test (never shipped; default folder
+#                         kmod/build/TARGET-fault-NAME)
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 load_target
 sfx=${KERNEL/#debian/}
+fault=${WGHYBRID_KMOD_FAULT:-}
+fpatch=""
+if [[ -n $fault ]]; then
+	[[ $fault =~ ^[a-z0-9_]+$ ]] || kdie "WGHYBRID_KMOD_FAULT is a name of kmod/harness/faults/, not '$fault'"
+	fpatch=$KMOD/harness/faults/$fault.patch
+	[[ -f $fpatch ]] || kdie "no fault $fpatch"
+	sfx+=${sfx:+-}fault-$fault
+fi
 out=${WGHYBRID_KMOD_BUILD:-$KMOD/build/$TARGET${sfx:+-$sfx}}
 mkdir -p "$out"
 exec 9>"$out/.lock"
@@ -31,7 +42,7 @@ fi
 
 # Skip the build when nothing that goes into it has changed.
 stamp=$(cat "$top/target.env" "$KMOD/patches/$LINE"/*.patch "$KMOD/include/uapi/linux/wghybrid.h" \
-	"$KMOD/assemble.sh" "$0" <(echo "$kd") 2>/dev/null | sha256sum | cut -c1-16)
+	"$KMOD/assemble.sh" "$0" <(echo "$kd") ${fpatch:+"$fpatch"} 2>/dev/null | sha256sum | cut -c1-16)
 if [[ -e "$out/wireguard.ko" && $(cat "$out/.stamp" 2>/dev/null) == "$stamp" ]]; then
 	echo "$out/wireguard.ko"
 	exit 0
@@ -40,6 +51,10 @@ rm -f "$out/.stamp" "$out/wireguard.ko"
 src="$out/wireguard"
 "$KMOD/assemble.sh" "$top/src/linux-source-$LINE/drivers/net/wireguard" "$LINE" "$src" ||
 	kdie "$TARGET: the series does not apply to $V"
+if [[ -n $fpatch ]]; then
+	patch -p4 --forward --no-backup-if-mismatch --batch -s -d "$src" <"$fpatch" ||
+		kdie "$TARGET: the fault $fault does not apply after the series"
+fi
 if [[ $KERNEL == debug ]]; then
 	kmsg "$TARGET: make -C <debug kernel $REL> M=wireguard ($CC)"
 	WGHYBRID_KMOD_TOP=$top "$KMOD/debugkernel.sh" make "$src" -s -j"$(nproc)" modules >"$out/make.log" 2>&1 ||

@@ -120,6 +120,15 @@ unxz() { case "$1" in *.xz) xz -dc "$1" ;; *) cat "$1" ;; esac; }
 unxz "$stock" >"$run/opt/stock-wireguard.ko"
 cp "$top/src/linux-source-$LINE/tools/testing/selftests/wireguard/netns.sh" "$run/opt/netns.sh"
 echo "$V" >"$run/opt/kernel-version"
+# A scenario that loads /opt/wghybrid/fault-NAME.ko gets the module with kmod/harness/faults/NAME.patch
+# applied after the series (a broken kernel, for a test of the daemon against it).
+faults=$(cd "$here/scenarios" && for s in "${scenarios[@]}"; do
+	grep -o '/opt/wghybrid/fault-[a-z0-9_]*\.ko' "$s.sh" || true; done | sed 's#^/opt/wghybrid/fault-##; s#\.ko$##' | sort -u)
+for f in $faults; do
+	fko=$(WGHYBRID_KMOD_TOP=$top WGHYBRID_KMOD_FAULT=$f "$kmod/build.sh" | tail -1) ||
+		fail_all "$TARGET: the module with the fault $f did not build (kmod/build.sh)"
+	cp "$fko" "$run/opt/fault-$f.ko"
+done
 
 # Stage 1: a busybox initramfs that loads virtio + 9p, mounts the shares and
 # switch_roots into the guest's PID 1 (kmod/harness/guest/init.sh, from the repo).

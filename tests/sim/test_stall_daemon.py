@@ -198,3 +198,33 @@ async def test_healthy_traffic_and_idle_peers_raise_nothing(tmp_path: Path) -> N
     await ticks(d, clock, 60)
     assert steps(d) == []
     assert time.perf_counter() - t0 < 60  # (a sanity bound, not a timing claim)
+
+
+async def test_a_reload_that_allows_recovery_acts_on_a_stall_already_reported(
+    tmp_path: Path,
+) -> None:
+    d, dp, clock, i, key = await settled(tmp_path, "bulk-0", recover=False)
+    gw = dp.gateway
+    gw.threaded_napi = True
+    gw.stall_peer(key, napi=True)
+    await ticks(d, clock, 20)
+    assert steps(d) == [("detected", "done")]
+    assert gw.stalled[i]
+    d.controller.set_policy(parse_policy(POLICY.format(recover="true", napi="auto"),
+                                         online_cores=4))
+    await ticks(d, clock, 3)
+    assert steps(d) == [("detected", "done"), ("threaded-napi-off", "done"),
+                        ("recovered", "done")]
+    assert not gw.stalled[i]
+
+
+async def test_a_stalled_peer_removed_by_hand_ends_its_episode_quietly(tmp_path: Path) -> None:
+    d, dp, clock, i, key = await settled(tmp_path, "bulk-1", recover=False)
+    gw = dp.gateway
+    gw.stall_peer(key, napi=False)
+    await ticks(d, clock, 10)
+    assert steps(d) == [("detected", "done")] and d.stall.stalled == 1
+    gw.remove_peer(key)
+    await ticks(d, clock, 2)
+    assert d.stall.stalled == 0
+    assert steps(d) == [("detected", "done")]

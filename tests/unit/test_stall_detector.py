@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from wghybrid.core.stall import StallDetector
-from wghybrid.model import GatewaySample, InterfaceState, Mode, PeerTable
+from wghybrid.model import GatewaySample, InterfaceState, Mode, PeerId, PeerTable
 
 pytestmark = pytest.mark.unit
 
@@ -91,10 +91,11 @@ def test_rearm_restarts_the_window() -> None:
 def test_a_new_epoch_starts_afresh_and_counts_as_accepting_once_it_has_packets() -> None:
     det = StallDetector()
     run(det, range(30), lambda t: [5], lambda t: [100 * t])
-    assert not det.accepted_since(0, key(0), 1.0)
+    assert det.accepted_since([PeerId("wg0", key(0))], [1.0]).tolist() == [0]
     # Re-created: epoch 2, counters from zero; it has accepted 3 packets by t=31.
     assert det.update(sample(31.0, [3], [0], epoch=[2]), WINDOW, MIN_DROPS) == []
-    assert det.accepted_since(0, key(0), 30.5)
+    assert det.accepted_since([PeerId("wg0", key(0)), PeerId("wg0", key(9))],
+                              [30.5, 0.0]).tolist() == [1, -1]
     # A new epoch that accepts nothing and drops is judged over a whole window again.
     hits = run(det, range(32, 60), lambda t: [3], lambda t: [100 * (t - 31)], epoch=[2])
     assert next(i + 32 for i, h in enumerate(hits) if h) == 31 + WINDOW

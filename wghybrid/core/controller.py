@@ -49,6 +49,7 @@ from wghybrid.core.estimate import (
 )
 from wghybrid.core.placement import SHORT_MARGIN, PlanInput, PlanOutput, plan_operations
 from wghybrid.core.rates import KeyIndex, Rates, reindex, update_rates_pair
+from wghybrid.core.stall import Alignment
 from wghybrid.core.status import build_status
 from wghybrid.model import (
     F64,
@@ -164,6 +165,7 @@ class Controller:
         self._bound = False
         self._unmanaged: dict[PeerId, str] = {}
         self._unsupported: dict[tuple[str, str], str] = {}
+        self._alignment: Alignment | None = None
         self.transitions = 0
 
     # -- policy ----------------------------------------------------------------
@@ -184,6 +186,12 @@ class Controller:
     def sample(self) -> GatewaySample | None:
         """The last tick's reading of the data plane (metrics: per-core busy time)."""
         return self._sample
+
+    @property
+    def alignment(self) -> Alignment | None:
+        """The last tick's alignment of its sample with the one before (the stall
+        detector reuses it rather than sorting the table again)."""
+        return self._alignment
 
     @property
     def decision(self) -> Decision | None:
@@ -277,6 +285,7 @@ class Controller:
         cl = pol.classify
         prev = self._rates
         rows, index = reindex(prev, self._index, sample)
+        self._alignment = Alignment(None if prev is None else prev.now, rows)
         st = self._align(sample, rows)
         # The same counters smoothed and unsmoothed: decisions react within a tick; people
         # read the smoothed ones.

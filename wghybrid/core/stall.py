@@ -29,14 +29,19 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from wghybrid.model import GatewaySample, raw_key
-
-_ID = np.dtype([("iface", "<i4"), ("key", "S32"), ("epoch", "<u8")])
-"""A peer's identity in one data plane: device, key and counter epoch (a re-created
-peer, or a reloaded module, is a new identity whose counters start again)."""
+from wghybrid.core.rates import lookup, rows_of, same_keys
+from wghybrid.model import GatewaySample, PeerId, raw_key
 
 
-_PEER = np.dtype([("iface", "<i4"), ("key", "S32")])
+@dataclass(frozen=True, slots=True)
+class Alignment:
+    """The controller's alignment of one sample with the one before it."""
+
+    prev_now: float | None
+    """The earlier sample's time (None: there was none)."""
+    rows: np.ndarray | None
+    """For each row of the later sample, the earlier one's row with the same device and
+    key, or -1; None: the same peers in the same order."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,19 +62,17 @@ class Stalled:
     """Its device's threaded NAPI flag."""
 
 
-def _peer_ids(ident: np.ndarray) -> np.ndarray:
-    """(device, key) of identities, without the epoch."""
-    out = np.empty(len(ident), dtype=_PEER)
-    out["iface"] = ident["iface"]
-    out["key"] = ident["key"]
-    return out
-
-
 class StallDetector:
     """Per peer, when it last accepted a packet and how many it has dropped since."""
 
     def __init__(self) -> None:
-        self._id = np.zeros(0, dtype=_ID)
+        self._ifnames: tuple[str, ...] = ()
+        self._iface = np.zeros(0, dtype=np.int32)
+        self._key = np.zeros(0, dtype="S32")
+        self._epoch = np.zeros(0, dtype=np.uint64)
+        """The last sample's identities (device index, key, counter epoch)."""
+        self._at: float | None = None
+        """The last sample's time."""
         self._rx = np.zeros(0, dtype=np.uint64)
         self._drops = np.zeros(0, dtype=np.uint64)
         """The last sample's rx_packets and drops."""
@@ -79,78 +82,82 @@ class StallDetector:
         self._drops_at = np.zeros(0, dtype=np.uint64)
         """drops at `_since`."""
         self._accepted = np.zeros(0)
-        """When rx_packets was last seen to grow (-inf: never in this epoch; a peer first
-        seen with packets counts from then)."""
-        self._now = 0.0
+        """When rx_packets was last seen to grow (-inf: never; a peer first seen with
+        packets counts from then; a peer in a new epoch keeps its old time)."""
 
-    def _align(self, ident: np.ndarray, rx: np.ndarray, drops: np.ndarray,
-               now: float) -> None:
-        """Carry each peer's state over to the new sample's rows (a peer seen first, or in
-        a new epoch, starts from now)."""
-        old = self._id
-        since = np.full(len(ident), now)
-        drops_at = drops.copy()
-        last_rx = rx.copy()
-        last_drops = drops.copy()
-        accepted = np.where(rx > 0, now, -np.inf)
-        if len(old):
-            order = np.argsort(old, kind="stable")
-            pos = np.minimum(np.searchsorted(old[order], ident), len(old) - 1)
-            src = order[pos]
-            hit = old[src] == ident
-            s = src[hit]
-            since[hit] = self._since[s]
-            drops_at[hit] = self._drops_at[s]
-            last_rx[hit] = self._rx[s]
-            last_drops[hit] = self._drops[s]
-            accepted[hit] = self._accepted[s]
-            if not hit.all():
-                # A peer in a new epoch (re-created, or the module reloaded) keeps its
-                # past: it had a session before, so stalling again before its first
-                # packet is a stall (the daemon's retry after re-creating it).
-                new = np.flatnonzero(~hit)
-                old_ik, new_ik = _peer_ids(old), _peer_ids(ident[new])
-                order = np.argsort(old_ik, kind="stable")
-                pos = np.minimum(np.searchsorted(old_ik[order], new_ik), len(old) - 1)
-                src = order[pos]
-                same = old_ik[src] == new_ik
-                at = new[same]
-                accepted[at] = np.maximum(accepted[at], self._accepted[src[same]])
-        self._id, self._since, self._drops_at = ident, since, drops_at
-        self._rx, self._drops, self._accepted = last_rx, last_drops, accepted
+    def _rows(self, sample: GatewaySample, ifnames: tuple[str, ...],
+              hint: Alignment | None) -> np.ndarray | None:
+        """For each row of `sample`, the row of the last sample with the same device and
+        key, or -1; None when both list the same peers in the same order. The
+        controller's alignment of the same two samples (`hint`) when it has one: the
+        lookup costs a few sorts of the whole table."""
+        p = sample.peers
+        if hint is not None and self._at is not None and hint.prev_now == self._at:
+            return hint.rows
+        if (ifnames == self._ifnames and p.key.shape == self._key.shape
+                and np.array_equal(p.iface, self._iface) and same_keys(p.key, self._key)):
+            return None
+        return lookup(self._ifnames, self._iface, self._key, ifnames, p.iface, p.key)
 
-    def update(self, sample: GatewaySample, window: float, min_drops: int) -> list[Stalled]:
-        """Read one sample; the peers stalled as of it."""
+    def update(self, sample: GatewaySample, window: float, min_drops: int,
+               hint: Alignment | None = None) -> list[Stalled]:
+        """Read one sample; the peers stalled as of it. `hint`: the controller's
+        alignment of this sample with the one before (`Controller.alignment`)."""
         p = sample.peers
         now = float(sample.now)
-        ident = np.empty(len(p), dtype=_ID)
-        ident["iface"] = p.iface
-        ident["key"] = p.key
-        ident["epoch"] = p.epoch
+        ifnames = tuple(i.name for i in sample.interfaces)
         rx, drops = p.rx_packets, p.drops
-        if len(ident) != len(self._id) or not np.array_equal(ident, self._id):
-            self._align(ident, rx, drops, now)
-        moved = rx != self._rx
+        rows = self._rows(sample, ifnames, hint)
+        if rows is None and len(self._rx) != len(p):
+            rows = np.full(len(p), -1) if not len(self._rx) else lookup(
+                self._ifnames, self._iface, self._key, ifnames, p.iface, p.key)
+        if rows is None:
+            since, drops_at, accepted = self._since, self._drops_at, self._accepted
+            last_rx = self._rx
+            fresh = p.epoch != self._epoch
+        else:
+            known = rows >= 0
+            if known.all():  # the same peers in another order: a plain gather
+                since, drops_at, accepted, last_rx, epoch = (
+                    a[rows] for a in (self._since, self._drops_at, self._accepted, self._rx,
+                                      self._epoch))
+                fresh = epoch != p.epoch
+            else:
+                src = np.where(known, rows, 0)
+                take = (lambda a, fill: np.where(known, a[src], fill)) if len(self._rx) else (
+                    lambda a, fill: np.full(len(p), fill, dtype=np.asarray(fill).dtype))
+                since = take(self._since, now)
+                drops_at = take(self._drops_at, np.uint64(0)).astype(np.uint64)
+                accepted = take(self._accepted, -np.inf)
+                last_rx = take(self._rx, np.uint64(0)).astype(np.uint64)
+                fresh = ~known | (take(self._epoch, np.uint64(0)) != p.epoch)
+        if fresh.any():
+            # First sight, or a new epoch (re-created, module reloaded): judged from now.
+            # A new epoch keeps `accepted`: it had a session before, so stalling before
+            # its first packet is a stall (the daemon's retry after re-creating it).
+            since = np.where(fresh, now, since)
+            drops_at = np.where(fresh, drops, drops_at)
+            accepted = np.where(fresh & (rx > 0), now, accepted)
+            last_rx = np.where(fresh, rx, last_rx)
+        moved = rx != last_rx
         if moved.any():
-            self._since[moved] = now
-            self._accepted[moved] = now
-            self._drops_at[moved] = drops[moved]
-            self._rx = rx.copy()
-        self._drops = drops.copy()
-        self._now = now
+            since = np.where(moved, now, since)
+            accepted = np.where(moved, now, accepted)
+            drops_at = np.where(moved, drops, drops_at)
+        self._ifnames, self._iface, self._key, self._epoch = ifnames, p.iface, p.key, p.epoch
+        self._at, self._rx, self._drops = now, rx, drops
+        self._since, self._drops_at, self._accepted = since, drops_at, accepted
         # drops never go back within an epoch (uapi); a reading that does (an odd kernel
         # answer) counts as none dropped rather than as 2**64.
-        dropped = np.where(drops >= self._drops_at, drops - self._drops_at, 0)
-        hit = ((self._accepted > -np.inf) & (now - self._since >= window)
-               & (dropped >= min_drops))
+        dropped = np.where(drops >= drops_at, drops - drops_at, 0)
+        hit = (accepted > -np.inf) & (now - since >= window) & (dropped >= min_drops)
         if not hit.any():
             return []
-        names = [i.name for i in sample.interfaces]
         threaded = [i.threaded_napi for i in sample.interfaces]
         out = []
         for r in np.flatnonzero(hit).tolist():
             k = int(p.iface[r])
-            out.append(Stalled(r, names[k], raw_key(p.key[r]), float(self._since[r]),
+            out.append(Stalled(r, ifnames[k], raw_key(p.key[r]), float(since[r]),
                                int(dropped[r]), int(rx[r]), int(p.mode[r]),
                                bool(threaded[k])))
         return out
@@ -158,14 +165,20 @@ class StallDetector:
     def rearm(self, row: int) -> None:
         """Judge the peer at `row` (of the last sample) afresh from now: after a recovery
         step, a full window must pass before it counts as stalled again."""
-        if 0 <= row < len(self._id):
-            self._since[row] = self._now
+        if self._at is not None and 0 <= row < len(self._rx):
+            self._since = self._since.copy()
+            self._drops_at = self._drops_at.copy()
+            self._since[row] = self._at
             self._drops_at[row] = self._drops[row]
 
-    def accepted_since(self, interface_index: int, public_key: bytes, t: float) -> bool:
-        """Whether the peer (in any epoch the last sample has) accepted a packet after `t`."""
-        if not len(self._id):
-            return False
-        key = np.frombuffer(raw_key(public_key), dtype="S32")[0]
-        rows = (self._id["iface"] == interface_index) & (self._id["key"] == key)
-        return bool((self._accepted[rows] > t).any())
+    def accepted_since(self, peers: list[PeerId], t: list[float]) -> np.ndarray:
+        """Per peer: 1 if it accepted a packet after its time in `t`, 0 if not, -1 if
+        the last sample does not have it (one lookup for all of them)."""
+        if not peers:
+            return np.zeros(0, dtype=np.int8)
+        rows = rows_of(self._ifnames, self._iface, self._key, peers) if self._ifnames \
+            else np.full(len(peers), -1)
+        have = rows >= 0
+        after = np.zeros(len(peers), dtype=bool)
+        after[have] = self._accepted[rows[have]] > np.asarray(t)[have]
+        return np.where(have, after.astype(np.int8), np.int8(-1))

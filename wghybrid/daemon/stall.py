@@ -97,15 +97,16 @@ class StallWatch:
         if not policy.detect:
             self.episodes.clear()
             return
-        found = self.detector.update(sample, policy.window, policy.min_drops)
+        found = self.detector.update(sample, policy.window, policy.min_drops,
+                                     self.controller.alignment)
         now = float(sample.now)
-        ifindex = {i.name: k for k, i in enumerate(sample.interfaces)}
-        # Episodes that ended: the peer accepts again (or is gone).
-        for peer, ep in list(self.episodes.items()):
-            k = ifindex.get(peer.interface)
-            if k is None:
+        # Episodes that ended: the peer accepts again, or is gone (removed by hand).
+        open_ = list(self.episodes.items())
+        state = self.detector.accepted_since([p for p, _ in open_], [e.opened for _, e in open_])
+        for (peer, ep), st in zip(open_, state.tolist(), strict=True):
+            if st < 0:
                 del self.episodes[peer]
-            elif self.detector.accepted_since(k, peer.public_key, ep.opened):
+            elif st > 0:
                 del self.episodes[peer]
                 steps = ", ".join(ep.steps) or "nothing"
                 self._event(peer, STALL_RECOVERED, DONE, Reason(
@@ -125,13 +126,14 @@ class StallWatch:
         if now < ep.next_at:
             return
         if not policy.recover or self.dry_run():
-            if not ep.steps:
+            # Said once; the episode stays open, so that a policy reload that allows
+            # recovery (or the end of the dry run) acts at the next tick.
+            if STALL_DETECTED not in ep.steps:
                 ep.steps.append(STALL_DETECTED)
                 why = ("policy stall.recover = false: nothing done" if not policy.recover
                        else "dry run: nothing done")
                 self._event(peer, STALL_DETECTED, WOULD if self.dry_run() else DONE,
                             _reason(s, now, why))
-            ep.next_at = float("inf")
             return
         if s.threaded_napi and STALL_NAPI_OFF not in ep.steps:
             op = SetThreadedNapi(s.interface, False, _reason(
@@ -153,7 +155,6 @@ class StallWatch:
                 ep.steps.append(STALL_DETECTED)
                 self._event(peer, STALL_DETECTED, DONE, _reason(
                     s, now, "this data plane cannot re-create peers: nothing more done"))
-            ep.next_at = float("inf")
             return
         ok, text = await self._call(self.dataplane.recreate_peer(s.interface, s.public_key))
         if not ok:
