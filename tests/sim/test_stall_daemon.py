@@ -228,3 +228,30 @@ async def test_a_stalled_peer_removed_by_hand_ends_its_episode_quietly(tmp_path:
     await ticks(d, clock, 2)
     assert d.stall.stalled == 0
     assert steps(d) == [("detected", "done")]
+
+
+async def test_threaded_napi_stays_off_across_a_restart_even_if_set_on_by_hand(
+    tmp_path: Path,
+) -> None:
+    d, dp, clock, i, key = await settled(tmp_path, "bulk-0")
+    gw = dp.gateway
+    gw.stall_peer(key, napi=True)
+    await ticks(d, clock, 12)
+    assert ("threaded-napi-off", "done") in steps(d) and not gw.threaded_napi
+    state = d.store.load()
+    assert [n.interface for n in state.napi_off] == ["wg0"]
+    # A new daemon on the same state directory and gateway: the policy (auto, vanilla
+    # peers) would turn threaded NAPI on; it does not, and puts it back off when someone
+    # turns it on by hand.
+    policy = d.controller.policy
+    d2 = Daemon(dataplane=dp, policy=policy, load_policy=lambda: policy, store=d.store,
+                backend="sim", op_timeout=0.5, notify=lambda _m: None,
+                wall=lambda: 1_800_000_000.0 + clock.t)
+    d2.restore_state(d2.store.load())
+    await ticks(d2, clock, 10)
+    assert not gw.threaded_napi
+    gw.threaded_napi = True
+    await ticks(d2, clock, 2)
+    assert not gw.threaded_napi
+    (iface,) = d2.snapshot
+    assert any("threaded_napi" in u and "stalled" in u for u in iface.unsupported)

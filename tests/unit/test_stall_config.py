@@ -102,3 +102,35 @@ def test_stall_settings_are_read() -> None:
                      "detect = true", online_cores=4)
     assert (p.stall.window, p.stall.min_drops, p.stall.recover, p.stall.retry,
             p.stall.detect) == (30.0, 10, False, 60.0, True)
+
+
+def test_the_devices_kept_off_round_trip_through_the_state_file(tmp_path) -> None:
+    from wghybrid.daemon.state import DaemonState, NapiOff, StateStore
+
+    store = StateStore(tmp_path)
+    state = DaemonState(napi_off=(NapiOff("wg0", "off since peer x stalled"),))
+    store.save(state)
+    assert store.load() == state
+    # A state file written before the key existed still loads.
+    store.path.write_text('{"version": 1, "overrides": [], "unmanaged": []}')
+    assert store.load() == DaemonState()
+
+
+@pytest.mark.parametrize("value,says", [
+    ('{"interface": "wg0"}', "not a list"),
+    ('[["wg0"]]', "threaded_napi_off entry is malformed"),
+    ('[{"interface": ""}]', "interface is empty"),
+    ('[{"interface": "wg\\u00070"}]', "control character"),
+    ('[{"interface": "wg0", "reason": 7}]', "reason is not a string"),
+    ('[' + ", ".join(['{"interface": "wg0"}'] * 4097) + ']', "more than 4096"),
+])
+def test_a_bad_threaded_napi_off_entry_is_named(tmp_path, value: str, says: str) -> None:
+    from wghybrid.daemon.state import StateError, StateStore
+
+    store = StateStore(tmp_path)
+    store.path.parent.mkdir(parents=True, exist_ok=True)
+    store.path.write_text('{"version": 1, "overrides": [], "unmanaged": [], '
+                          f'"threaded_napi_off": {value}}}')
+    with pytest.raises(StateError) as err:
+        store.load()
+    assert says in str(err.value) and str(store.path) in str(err.value)

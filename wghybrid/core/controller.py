@@ -166,6 +166,7 @@ class Controller:
         self._unmanaged: dict[PeerId, str] = {}
         self._unsupported: dict[tuple[str, str], str] = {}
         self._alignment: Alignment | None = None
+        self._napi_off: dict[str, str] = {}
         self.transitions = 0
 
     # -- policy ----------------------------------------------------------------
@@ -671,8 +672,14 @@ class Controller:
     def forbid_threaded_napi(self, interface: str, reason: str) -> None:
         """Plan no threaded-NAPI change on `interface` from now on (the daemon turned it
         off there because a peer stalled with it on: wghybrid.daemon.stall); status shows
-        the knob as refused, with `reason`."""
+        the knob as refused, with `reason`. The daemon persists these (`napi_off`) and
+        restores them at start."""
         self._unsupported[(interface, "threaded_napi")] = reason
+        self._napi_off[interface] = reason
+
+    def napi_off(self) -> dict[str, str]:
+        """Devices on which `forbid_threaded_napi` was called, with the reasons."""
+        return dict(self._napi_off)
 
     def manage(self, interface: str, public_key: bytes) -> None:
         self._unmanaged.pop(PeerId(interface, public_key), None)

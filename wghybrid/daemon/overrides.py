@@ -24,7 +24,7 @@ from wghybrid.daemon.events import (
     OVERRIDE_SET,
 )
 from wghybrid.daemon.report import Reporter
-from wghybrid.daemon.state import DaemonState, StateStore, Unmanaged, sorted_overrides
+from wghybrid.daemon.state import DaemonState, NapiOff, StateStore, Unmanaged, sorted_overrides
 from wghybrid.model import Override, PeerId, Reason
 
 log = logging.getLogger("wghybrid.daemon")
@@ -51,6 +51,7 @@ class OverrideBook:
         self._by: dict[PeerId, str] = {}
         """Who set each override, where the API knew it (in memory: not persisted)."""
         self._persisted_unmanaged: dict[PeerId, str] = {}
+        self._persisted_napi: dict[str, str] = {}
         self._lock = asyncio.Lock()
 
     def restore(self, state: DaemonState) -> None:
@@ -60,6 +61,8 @@ class OverrideBook:
             self.overrides[o.peer] = o
         for u in state.unmanaged:
             self._persisted_unmanaged[PeerId(u.interface, u.public_key)] = u.reason
+        for n in state.napi_off:
+            self._persisted_napi[n.interface] = n.reason
 
     def live(self) -> list[Override]:
         now = self.wall()
@@ -69,16 +72,20 @@ class OverrideBook:
         """Who set the peer's override, where the API knew it ("" otherwise)."""
         return self._by.get(PeerId(interface, public_key), "")
 
-    async def _persist(self, unmanaged: Mapping[PeerId, str] | None = None) -> None:
+    async def _persist(self, unmanaged: Mapping[PeerId, str] | None = None,
+                       napi: Mapping[str, str] | None = None) -> None:
         """Write overrides + marks; the caller holds `_lock`."""
         marks = dict(self._persisted_unmanaged if unmanaged is None else unmanaged)
+        napi_off = dict(self._persisted_napi if napi is None else napi)
         if not self.dry_run():
             state = DaemonState(
                 sorted_overrides(self.overrides.values()),
                 tuple(Unmanaged(p.interface, p.public_key, why)
-                      for p, why in sorted(marks.items())))
+                      for p, why in sorted(marks.items())),
+                tuple(NapiOff(i, why) for i, why in sorted(napi_off.items())))
             await asyncio.to_thread(self.store.save, state)
         self._persisted_unmanaged = marks
+        self._persisted_napi = napi_off
 
     async def set(self, override: Override, by: str = "") -> Override:
         """Pin a peer (replacing its previous override); persisted before returning.
@@ -147,6 +154,17 @@ class OverrideBook:
                 reason=Reason("expired", "the override's time ran out",
                               (("expires", o.expires),) if o.expires is not None else ()),
             )
+
+    async def persist_napi_off(self, devices: Mapping[str, str]) -> None:
+        """Write the devices whose threaded NAPI the daemon turned off for good, when
+        they changed (a failure is logged: the next change tries again)."""
+        if devices == self._persisted_napi:
+            return
+        async with self._lock:
+            try:
+                await self._persist(napi=devices)
+            except OSError as exc:
+                log.error("cannot save state to %s: %s", self.store.path, exc)
 
     async def persist_unmanaged(self, marks: Mapping[PeerId, str]) -> None:
         """Write the controller's marks when they changed (a failure is logged: the

@@ -221,9 +221,14 @@ class Daemon:
         self.book.restore(state)
         for u in state.unmanaged:
             self.controller.mark_unmanaged(u.interface, u.public_key, u.reason)
+        for n in state.napi_off:
+            self.controller.forbid_threaded_napi(n.interface, n.reason)
         if state.overrides or state.unmanaged:
             log.info("restored %d override(s) and %d unmanaged mark(s) from %s",
                      len(state.overrides), len(state.unmanaged), self.store.path)
+        for n in state.napi_off:
+            log.warning("threaded NAPI stays off on %s (%s): %s", n.interface,
+                        self.store.path, n.reason)
 
     async def set_override(self, override: Override, by: str = "") -> Override:
         """Pin a peer (replacing its previous override); persisted before returning."""
@@ -336,6 +341,7 @@ class Daemon:
         self.last_error = f"{self.report.describe(errors[-1].op)}: {errors[-1].error}" \
             if errors else None
         await self.book.persist_unmanaged(self.controller.unmanaged())
+        await self.book.persist_napi_off(self.controller.napi_off())
         if self.manage_gc:
             self._collect_garbage()
         if not self._ready:

@@ -7,8 +7,9 @@ After each tick, `StallWatch.check` hands the tick's sample to the pure detector
 
 1. `threaded-napi-off`: when the peer's device has threaded NAPI on (the condition of
    CVE-2026-52945), it is turned off, and the controller is told never to turn it on
-   there again while the daemon runs (status shows the device's threaded NAPI knob as
-   refused, with the reason). The NAPI is then polled from softirq again.
+   there again (status shows the device's threaded NAPI knob as refused, with the
+   reason); the state file keeps it across restarts, and a device found with it on
+   again is turned off again. The NAPI is then polled from softirq.
 2. `recreated`: when the device's threaded NAPI is off, or turning it off did not help
    within one window, the peer is removed and added again with the same configuration,
    mode and core (`PeerRecovery.recreate_peer`): fresh queues and a new handshake. Still
@@ -97,6 +98,7 @@ class StallWatch:
         if not policy.detect:
             self.episodes.clear()
             return
+        await self._keep_napi_off(sample)
         found = self.detector.update(sample, policy.window, policy.min_drops,
                                      self.controller.alignment)
         now = float(sample.now)
@@ -114,6 +116,20 @@ class StallWatch:
                     f"(the daemon did: {steps})", (("stalled_s", now - ep.opened),)))
         for s in found:
             await self._one(s, now)
+
+    async def _keep_napi_off(self, sample: GatewaySample) -> None:
+        """A device whose threaded NAPI the daemon turned off for good (this run or one
+        before it: the state file) is turned off again if it is found on (set by hand,
+        or by another tool)."""
+        off = self.controller.napi_off()
+        if not off or self.dry_run():
+            return
+        for iface in sample.interfaces:
+            if iface.threaded_napi and iface.name in off:
+                op = SetThreadedNapi(iface.name, False, Reason(
+                    "stalled-rx", f"found on; kept off: {off[iface.name]}"))
+                ok, text = await self._call(self.dataplane.apply(op))
+                self.report.op_event(op, DONE if ok else FAILED, "" if ok else text)
 
     async def _one(self, s: Stalled, now: float) -> None:
         policy = self.controller.policy.stall
@@ -137,8 +153,7 @@ class StallWatch:
             return
         if s.threaded_napi and STALL_NAPI_OFF not in ep.steps:
             op = SetThreadedNapi(s.interface, False, _reason(
-                s, now, f"threaded NAPI off on {s.interface}, and never on again there "
-                "while the daemon runs"))
+                s, now, f"threaded NAPI off on {s.interface}, and never on again there"))
             ok, text = await self._call(self.dataplane.apply(op))
             if ok:
                 ep.steps.append(STALL_NAPI_OFF)

@@ -1,4 +1,5 @@
-"""The daemon's persisted state: operator overrides and unmanaged marks.
+"""The daemon's persisted state: operator overrides, unmanaged marks, and the devices
+whose threaded NAPI the daemon turned off for good (a peer stalled with it on).
 
 One JSON file, `state.json`, in the state directory (default /var/lib/wghybrid). It is
 written atomically — a temporary file in the same directory, fsync, rename over the old
@@ -51,9 +52,23 @@ class Unmanaged:
 
 
 @dataclass(frozen=True, slots=True)
+class NapiOff:
+    """A device whose threaded NAPI the daemon turned off for good: a peer's decryption
+    stalled with it on (wghybrid.daemon.stall)."""
+
+    interface: str
+    reason: str
+
+
+MAX_NAPI_OFF = 4096
+"""Entries of `threaded_napi_off` read back at most (one per WireGuard device)."""
+
+
+@dataclass(frozen=True, slots=True)
 class DaemonState:
     overrides: tuple[Override, ...] = ()
     unmanaged: tuple[Unmanaged, ...] = ()
+    napi_off: tuple[NapiOff, ...] = ()
 
 
 def override_to_dict(o: Override) -> dict[str, Any]:
@@ -143,6 +158,8 @@ def state_to_dict(state: DaemonState) -> dict[str, Any]:
             {"interface": u.interface, "public_key": encode_key(u.public_key), "reason": u.reason}
             for u in state.unmanaged
         ],
+        "threaded_napi_off": [{"interface": n.interface, "reason": n.reason}
+                              for n in state.napi_off],
     }
 
 
@@ -166,7 +183,28 @@ def state_from_dict(d: object) -> DaemonState:
         except ValueError as exc:
             raise ValueError(f"unmanaged entry is malformed: {exc}") from None
         marks.append(Unmanaged(iface, key, reason))
-    return DaemonState(tuple(override_from_dict(o) for o in overrides), tuple(marks))
+    return DaemonState(tuple(override_from_dict(o) for o in overrides), tuple(marks),
+                       _napi_off(d.get("threaded_napi_off", [])))
+
+
+def _napi_off(entries: object) -> tuple[NapiOff, ...]:
+    """`threaded_napi_off` (absent in a state written before it existed: none)."""
+    if not isinstance(entries, list):
+        raise ValueError(f"threaded_napi_off is not a list: {_shown(entries)}")
+    if len(entries) > MAX_NAPI_OFF:
+        raise ValueError(f"threaded_napi_off has {len(entries)} entries, more than "
+                         f"{MAX_NAPI_OFF}")
+    out = []
+    for e in entries:
+        if not isinstance(e, dict):
+            raise ValueError(f"threaded_napi_off entry is malformed: {_shown(e)}")
+        try:
+            iface = _text(e.get("interface"), "interface", empty=False, controls=False)
+            reason = _text(e.get("reason", ""), "reason")
+        except ValueError as exc:
+            raise ValueError(f"threaded_napi_off entry is malformed: {exc}") from None
+        out.append(NapiOff(iface, reason))
+    return tuple(out)
 
 
 def write_atomic(path: Path, data: bytes, mode: int = 0o640) -> None:
