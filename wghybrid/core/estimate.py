@@ -243,7 +243,12 @@ def update_demand(
     from the higher of the estimate and the reading, up to `ceiling` (per tunnel or one for
     all: more than any mode could give one tunnel, where the decision does not change
     above it; a whole inline core for a tunnel that shares its core). Shared cores are
-    found out by moving a tunnel off them instead (placement).
+    found out by moving a tunnel off them instead (placement). The probe's own step (the
+    reading times 1 + `probe_gain`) is not held to the ceiling: holding it there too was
+    measured (bench/hybrid.py, 2026-12-07) to cut steady-noisy-bulk's mode changes after
+    the warm-up from 12 to 2 but to lose throughput there (0.908 -> 0.889 of the best
+    static) and reactions elsewhere (out-of-phase: 7 -> 14 late): on overbooked inline
+    cores, making the pushing tunnel vanilla is what gains throughput.
 
     The mean follows uncensored readings with the EWMA of half-life `smoothing`; a
     censored reading, a lower bound, raises it at once and otherwise only ages it (ten
