@@ -68,8 +68,8 @@ def _reason(s: Stalled, now: float, text: str) -> Reason:
     return Reason(
         "stalled-rx",
         f"accepted no packet for {quiet:.0f} s while {s.dropped:,} of its packets were "
-        f"dropped ({'vanilla' if s.mode == Mode.VANILLA else 'inline'}, threaded NAPI "
-        f"{'on' if s.threaded_napi else 'off'} on {s.interface}): {text}",
+        f"dropped ({'vanilla' if s.mode == Mode.VANILLA else 'inline'}; {s.interface}'s "
+        f"threaded NAPI {'on' if s.threaded_napi else 'off'}): {text}",
         (("quiet_s", quiet), ("dropped", float(s.dropped)),
          ("rx_packets", float(s.rx_packets))))
 
