@@ -13,6 +13,7 @@ import pytest
 from wghybrid.daemon.events import STALL, Event
 from wghybrid.daemon.service import Daemon
 from wghybrid.daemon.state import StateStore
+from wghybrid.dataplane import TransientError
 from wghybrid.model import Mode, SetThreadedNapi, raw_key
 from wghybrid.policy.load import parse_policy
 from wghybrid.sim import SimDataPlane, parse_scenario
@@ -255,3 +256,22 @@ async def test_threaded_napi_stays_off_across_a_restart_even_if_set_on_by_hand(
     assert not gw.threaded_napi
     (iface,) = d2.snapshot
     assert any("threaded_napi" in u and "stalled" in u for u in iface.unsupported)
+
+
+async def test_a_kept_off_device_that_refuses_is_retried_once_a_minute(tmp_path: Path) -> None:
+    d, dp, clock, i, key = await settled(tmp_path, "bulk-0")
+    gw = dp.gateway
+    d.controller.forbid_threaded_napi("wg0", "test: stalled before")
+    apply = dp.apply
+
+    async def refuse_napi(op: object) -> None:
+        if isinstance(op, SetThreadedNapi):
+            raise TransientError("simulated: sysfs is read-only")
+        await apply(op)  # type: ignore[arg-type]
+
+    dp.apply = refuse_napi  # type: ignore[method-assign]
+    gw.threaded_napi = True
+    await ticks(d, clock, 130)
+    tries = [e for e in d.events.last(1000) if e.op == "threaded-napi"]
+    assert [e.result for e in tries] == ["failed"] * 3  # at 0, 60 and 120 s, not 130
+    assert "read-only" in tries[0].error

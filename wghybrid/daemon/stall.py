@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
@@ -49,6 +50,9 @@ log = logging.getLogger("wghybrid.daemon")
 
 MAX_EPISODES = 10_000
 MAX_RETRY = 3600.0
+NAPI_RETRY = 60.0
+"""Seconds between attempts to turn a kept-off device's threaded NAPI off again after one
+failed (a read-only sysfs would otherwise make an event every tick)."""
 
 
 @dataclass(slots=True)
@@ -87,6 +91,9 @@ class StallWatch:
         self.step = step
         """Called with (interface, step) for each step taken (the daemon's metrics)."""
         self.episodes: dict[PeerId, Episode] = {}
+        self._napi_retry: dict[str, float] = {}
+        """Per device, when turning its threaded NAPI off may be tried again after it
+        failed (sample clock)."""
 
     @property
     def stalled(self) -> int:
@@ -124,12 +131,20 @@ class StallWatch:
         off = self.controller.napi_off()
         if not off or self.dry_run():
             return
+        now = float(sample.now)
         for iface in sample.interfaces:
-            if iface.threaded_napi and iface.name in off:
-                op = SetThreadedNapi(iface.name, False, Reason(
-                    "stalled-rx", f"found on; kept off: {off[iface.name]}"))
-                ok, text = await self._call(self.dataplane.apply(op))
-                self.report.op_event(op, DONE if ok else FAILED, "" if ok else text)
+            if not iface.threaded_napi or iface.name not in off:
+                continue
+            if now < self._napi_retry.get(iface.name, -math.inf):
+                continue  # it failed lately: one attempt (and one event) per NAPI_RETRY
+            op = SetThreadedNapi(iface.name, False, Reason(
+                "stalled-rx", f"found on; kept off: {off[iface.name]}"))
+            ok, text = await self._call(self.dataplane.apply(op))
+            self.report.op_event(op, DONE if ok else FAILED, "" if ok else text)
+            if ok:
+                self._napi_retry.pop(iface.name, None)
+            else:
+                self._napi_retry[iface.name] = now + NAPI_RETRY
 
     async def _one(self, s: Stalled, now: float) -> None:
         policy = self.controller.policy.stall
