@@ -721,3 +721,57 @@ async def test_irqbalance_started_after_the_probe_stops_irq_pinning(tmp_path: Pa
                                  "running (process 99 is irqbalance)")
     assert refusal[0].endswith(": RPS instead")
     assert ["ethtool", "-K", "eth0", "ntuple", "off"] not in eth.argv  # rules of ours remain
+
+
+async def test_recreate_peer_gives_back_config_mode_and_core(
+    fake: FakeGenl, roots: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Issue 12, finding 8: the stall recovery's last step. The configuration is read
+    through upstream's family, the peer replaced, then given its mode and core back."""
+    steps: list[tuple[object, ...]] = []
+    config = {"public_key": "AgICAgICAgICAgICAgICAgICAgICAgICAgICAgICAgI=",
+              "allowed_ips": ["10.0.0.2/32"], "endpoint_addr": "192.0.2.2",
+              "endpoint_port": 51820}
+
+    async def read(ifname: str, k: bytes) -> dict[str, object] | None:
+        steps.append(("read", ifname, k))
+        return dict(config) if k == key(2) else None
+
+    async def replace(ifname: str, cfg: dict[str, object]) -> None:
+        steps.append(("replace", ifname, cfg["public_key"]))
+
+    monkeypatch.setattr(_genl, "wireguard_peer_config", read)
+    monkeypatch.setattr(_genl, "replace_wireguard_peer", replace)
+    p = plane(fake, roots)
+    text = await p.recreate_peer("wg0", key(2))
+    assert steps == [("read", "wg0", key(2)), ("replace", "wg0", config["public_key"])]
+    assert fake.calls[-1] == ("set_peer", "wg0", key(2), 1, -1)  # its mode (inline), core
+    assert "endpoint 192.0.2.2:51820" in text and "mode inline" in text
+    with pytest.raises(PermanentError, match="no peer"):
+        await p.recreate_peer("wg0", key(9))
+
+
+async def test_recreate_peer_once_begun_is_never_cut_short(
+    fake: FakeGenl, roots: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A timeout that fires between the removal and the re-adding must not leave the peer
+    removed: the replacement runs to its end, mode and core included."""
+    done: list[str] = []
+
+    async def read(ifname: str, k: bytes) -> dict[str, object]:
+        return {"public_key": "x", "allowed_ips": []}
+
+    async def replace(ifname: str, cfg: dict[str, object]) -> None:
+        done.append("removed")
+        await asyncio.sleep(0.2)  # a slow kernel, between the two requests
+        done.append("added")
+
+    monkeypatch.setattr(_genl, "wireguard_peer_config", read)
+    monkeypatch.setattr(_genl, "replace_wireguard_peer", replace)
+    p = plane(fake, roots)
+    with pytest.raises(TimeoutError):
+        async with asyncio.timeout(0.05):
+            await p.recreate_peer("wg0", key(1))
+    await asyncio.sleep(0.4)
+    assert done == ["removed", "added"]
+    assert fake.calls[-1] == ("set_peer", "wg0", key(1), 0, -1)

@@ -44,12 +44,16 @@ from wghybrid.daemon.events import (
 )
 from wghybrid.daemon.report import Reporter
 from wghybrid.dataplane import DataPlane, DataPlaneError, PeerRecovery, TransientError
-from wghybrid.model import GatewaySample, Mode, PeerId, Reason, SetThreadedNapi
+from wghybrid.model import GatewaySample, Mode, PeerId, Reason, SetThreadedNapi, short_key
 
 log = logging.getLogger("wghybrid.daemon")
 
 MAX_EPISODES = 10_000
 MAX_RETRY = 3600.0
+RECREATE_TIMEOUT = 30.0
+"""Seconds a re-creation may take: it reads the device's whole configuration through
+upstream's family first (seconds in Python for 10,000 peers). Its removal and re-adding
+are never cut short (the kernel backend shields them)."""
 NAPI_RETRY = 60.0
 """Seconds between attempts to turn a kept-off device's threaded NAPI off again after one
 failed (a read-only sysfs would otherwise make an event every tick)."""
@@ -172,9 +176,10 @@ class StallWatch:
             ok, text = await self._call(self.dataplane.apply(op))
             if ok:
                 ep.steps.append(STALL_NAPI_OFF)
+                who = self.report.name_of(*peer) or short_key(peer.public_key)
                 self.controller.forbid_threaded_napi(
-                    s.interface, f"off since peer {self.report.name_of(*peer) or peer}'s "
-                    "decryption stalled with it on (stall.recover)")
+                    s.interface, f"off since peer {s.interface}/{who}'s decryption "
+                    "stalled with it on (stall.recover)")
                 self.detector.rearm(s.row)
                 ep.next_at = now + policy.window
                 self._event(peer, STALL_NAPI_OFF, DONE, op.reason)
@@ -186,7 +191,8 @@ class StallWatch:
                 self._event(peer, STALL_DETECTED, DONE, _reason(
                     s, now, "this data plane cannot re-create peers: nothing more done"))
             return
-        ok, text = await self._call(self.dataplane.recreate_peer(s.interface, s.public_key))
+        ok, text = await self._call(self.dataplane.recreate_peer(s.interface, s.public_key),
+                                    max(self.op_timeout, RECREATE_TIMEOUT))
         if not ok:
             ep.next_at = now + policy.window
             self._event(peer, STALL_RECREATED, FAILED, _reason(s, now, "re-creating it"),
@@ -202,14 +208,16 @@ class StallWatch:
             s, now, f"{text or 'removed and added again'} (attempt {ep.recreated}; if it "
             f"stays stalled, the next attempt in {max(wait, policy.window):.0f} s)"))
 
-    async def _call(self, call: Awaitable[object]) -> tuple[bool, str]:
-        """Await `call` within the operation timeout: (True, its text, if it returned
-        one) or (False, the error)."""
+    async def _call(self, call: Awaitable[object], timeout: float | None = None
+                    ) -> tuple[bool, str]:
+        """Await `call` within `timeout` (default the operation timeout): (True, its
+        text, if it returned one) or (False, the error)."""
+        limit = self.op_timeout if timeout is None else timeout
         try:
-            async with asyncio.timeout(self.op_timeout):
+            async with asyncio.timeout(limit):
                 result = await call
         except TimeoutError:
-            return False, str(TransientError(f"timed out after {self.op_timeout:g} s"))
+            return False, str(TransientError(f"timed out after {limit:g} s"))
         except DataPlaneError as exc:
             return False, str(exc)
         return True, result if isinstance(result, str) else ""

@@ -478,24 +478,35 @@ def peer_config(msgs: Sequence[Any], key: bytes) -> dict[str, Any] | None:
     return config
 
 
-async def recreate_wireguard_peer(ifname: str, key: bytes) -> dict[str, Any] | None:
-    """Remove the peer and add it back with the configuration it had, through upstream
-    WireGuard's own family (pyroute2's WireGuard); the configuration, or None when the
-    device has no such peer. Two requests: between them (a few milliseconds) the peer
-    does not exist and what is sent to its allowed IPs is refused."""
+async def wireguard_peer_config(ifname: str, key: bytes) -> dict[str, Any] | None:
+    """One peer's configuration from upstream WireGuard's own family (pyroute2's
+    WireGuard; `peer_config`), or None when the device has no such peer."""
     from pyroute2.netlink.generic.wireguard import AsyncWireGuard
 
     wg = AsyncWireGuard()
     try:
         await wg.setup_endpoint()
         msgs = [m async for m in await wg.info(ifname)]
-        config = peer_config(msgs, key)
-        if config is None:
-            return None
+    except NetlinkError as exc:
+        raise _error(exc, f"dev {ifname}: WireGuard GET_DEVICE") from None
+    finally:
+        wg.close()
+    return peer_config(msgs, key)
+
+
+async def replace_wireguard_peer(ifname: str, config: dict[str, Any]) -> None:
+    """Remove the peer and add it back with `config` (`wireguard_peer_config`'s), through
+    upstream WireGuard's family: two requests, and for the milliseconds between them the
+    peer does not exist (what is sent to its allowed IPs is refused). The caller must not
+    let it be cancelled between them (asyncio.shield): the peer would stay removed."""
+    from pyroute2.netlink.generic.wireguard import AsyncWireGuard
+
+    wg = AsyncWireGuard()
+    try:
+        await wg.setup_endpoint()
         await wg.set(ifname, peer={"public_key": config["public_key"], "remove": True})
         await wg.set(ifname, peer=config)
     except NetlinkError as exc:
         raise _error(exc, f"dev {ifname}: WireGuard SET_DEVICE") from None
     finally:
         wg.close()
-    return config

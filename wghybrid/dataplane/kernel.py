@@ -229,10 +229,13 @@ class KernelDataPlane:
             if not rows.size:
                 raise PermanentError(f"no peer {short_key(key)} on {interface}")
             mode, core = int(records["mode"][rows[0]]), int(records["core"][rows[0]])
-            config = await _genl.recreate_wireguard_peer(interface, key)
+            config = await _genl.wireguard_peer_config(interface, key)
             if config is None:
                 raise PermanentError(f"no peer {short_key(key)} on {interface}")
-            await self._genl.set_peer(interface, key, mode=mode, core=core)
+            # From the removal on, nothing may cancel it (the caller's timeout): a peer
+            # removed and never added back would be lost. The shielded task runs to its
+            # end whatever happens to this one.
+            await asyncio.shield(self._replace(interface, key, config, mode, core))
         except _genl.FamilyMissing as exc:
             raise TransientError(str(exc)) from None
         except OSError as exc:
@@ -247,6 +250,11 @@ class KernelDataPlane:
             kept.append(f"keepalive {config['persistent_keepalive']} s")
         return (f"removed and added again with its configuration ({', '.join(kept)}), "
                 f"mode {Mode(mode)}, core {core}")
+
+    async def _replace(self, interface: str, key: bytes, config: dict[str, object],
+                       mode: int, core: int) -> None:
+        await _genl.replace_wireguard_peer(interface, config)
+        await self._genl.set_peer(interface, key, mode=mode, core=core)
 
     async def _steer(self, op: SetPeerCore) -> None:
         """Steer the peer's outer UDP flow to its new core: best effort, said once per
