@@ -119,3 +119,31 @@ def test_drops_going_backwards_is_not_a_huge_count() -> None:
     det = StallDetector()
     det.update(sample(0.0, [5], [1000]), WINDOW, MIN_DROPS)
     assert det.update(sample(20.0, [5], [10]), WINDOW, MIN_DROPS) == []
+
+
+def test_the_controllers_alignment_gives_the_same_answers_as_a_lookup() -> None:
+    """With the controller's alignment (`hint`), right or unusable, the detector finds
+    what it finds on its own."""
+    from wghybrid.core.rates import lookup
+    from wghybrid.core.stall import Alignment
+
+    own, hinted, bad = StallDetector(), StallDetector(), StallDetector()
+    prev = None
+    for t in range(40):
+        n = 3 if t >= 5 else 2
+        rx = [7, 10 * t + 1, 10 * t + 1][:n]
+        drops = [100 * t, 0, 5 * t][:n]
+        order = list(reversed(range(n))) if t % 3 else list(range(n))
+        s = sample(float(t), rx, drops, order=order)
+        if prev is None:
+            hint = Alignment(None, None)
+        else:
+            rows = lookup(("wg0",), prev.peers.iface, prev.peers.key, ("wg0",),
+                          s.peers.iface, s.peers.key)
+            hint = Alignment(prev.now, rows)
+        wrong = Alignment(prev.now if prev else None, np.zeros(n + 1, dtype=np.intp))
+        a = [x.public_key for x in own.update(s, WINDOW, MIN_DROPS)]
+        b = [x.public_key for x in hinted.update(s, WINDOW, MIN_DROPS, hint)]
+        c = [x.public_key for x in bad.update(s, WINDOW, MIN_DROPS, wrong)]
+        assert a == b == c == ([key(0)] if t >= WINDOW else []), t
+        prev = s

@@ -93,7 +93,14 @@ class StallDetector:
         lookup costs a few sorts of the whole table."""
         p = sample.peers
         if hint is not None and self._at is not None and hint.prev_now == self._at:
-            return hint.rows
+            rows = hint.rows
+            if rows is None and len(self._rx) == len(p):
+                return None
+            if rows is not None and rows.shape == (len(p),) and (
+                    not rows.size or int(rows.max()) < len(self._rx)):
+                return rows
+            # A hint that does not fit this state (it cannot, unless the controller saw
+            # other samples than this): look the rows up instead.
         if (ifnames == self._ifnames and p.key.shape == self._key.shape
                 and np.array_equal(p.iface, self._iface) and same_keys(p.key, self._key)):
             return None
