@@ -275,3 +275,26 @@ async def test_a_kept_off_device_that_refuses_is_retried_once_a_minute(tmp_path:
     tries = [e for e in d.events.last(1000) if e.op == "threaded-napi"]
     assert [e.result for e in tries] == ["failed"] * 3  # at 0, 60 and 120 s, not 130
     assert "read-only" in tries[0].error
+
+
+async def test_the_daemons_sim_backend_recovers_a_stall_from_a_scenario_file(
+    tmp_path: Path,
+) -> None:
+    """`wghybrid run --backend sim` wraps the simulated data plane (PersistentSim): the
+    recovery must reach through it (it did not, the first time this was tried by hand)."""
+    from wghybrid.daemon.persist import PersistentSim
+    from wghybrid.dataplane import PeerRecovery
+
+    sc = parse_scenario(SCENARIO + '[[stall]]\ntunnel = "mouse-1"\nat = 12\n'
+                        'kind = "until-recreated"\n')
+    sim = PersistentSim(sc, tmp_path / "sim.json", 1.0)
+    assert isinstance(sim, PeerRecovery)
+    clock = Clock()
+    sim.sim.clock = clock
+    policy = parse_policy(POLICY.format(recover="true", napi="auto"), online_cores=4)
+    d = Daemon(dataplane=sim, policy=policy, load_policy=lambda: policy,
+               store=StateStore(tmp_path / "state"), backend="sim", op_timeout=0.5,
+               notify=lambda _m: None, wall=lambda: 1_800_000_000.0 + clock.t)
+    await ticks(d, clock, 40)
+    assert [v for v, _ in steps(d)][-2:] == ["recreated", "recovered"]
+    assert not sim.sim.gateway.stalled.any()

@@ -134,3 +134,69 @@ def test_a_bad_threaded_napi_off_entry_is_named(tmp_path, value: str, says: str)
     with pytest.raises(StateError) as err:
         store.load()
     assert says in str(err.value) and str(store.path) in str(err.value)
+
+
+STALL_SCENARIO = """
+name = "stall-file"
+cores = 4
+duration = 100
+[[group]]
+name = "site"
+count = 3
+gbps = 1.0
+"""
+
+
+def test_a_scenario_names_its_stalls() -> None:
+    from wghybrid.sim import parse_scenario
+
+    sc = parse_scenario(STALL_SCENARIO + '[[stall]]\ntunnel = "site-1"\nat = 30\n'
+                        '[[stall]]\ntunnel = "site-2"\nat = 0\nkind = "until-recreated"\n')
+    assert [(s.index, s.at, s.napi) for s in sc.stalls] == [(1, 30.0, True), (2, 0.0, False)]
+    assert parse_scenario(STALL_SCENARIO).stalls == ()
+
+
+@pytest.mark.parametrize("stall,says", [
+    ('^stall = 3', "stall: expected an array of tables"),
+    ('[[stall]]\ntunnel = "site-9"\nat = 1', "stall[0].tunnel: no tunnel named 'site-9'"),
+    ('[[stall]]\nat = 1', "stall[0].tunnel: missing"),
+    ('[[stall]]\ntunnel = "site-0"', "stall[0].at: missing"),
+    ('[[stall]]\ntunnel = "site-0"\nat = 101', "stall[0].at: 101 is above the maximum"),
+    ('[[stall]]\ntunnel = "site-0"\nat = -1', "stall[0].at: -1 is below the minimum"),
+    ('[[stall]]\ntunnel = "site-0"\nat = 1\nkind = "forever"', "stall[0].kind: 'forever'"),
+    ('[[stall]]\ntunnel = "site-0"\nat = 1\nwhen = 2', "stall[0].when: unknown key"),
+    ('[[stall]]\ntunnel = "site-0"\nat = 1\n[[stall]]\ntunnel = "site-0"\nat = 2',
+     "stall[1].tunnel: 'site-0' stalls twice"),
+    ("\n".join(['[[stall]]\ntunnel = "site-0"\nat = 1'] * 4), "at most one per tunnel"),
+])
+def test_a_bad_stall_in_a_scenario_is_named(stall: str, says: str) -> None:
+    from wghybrid.sim import parse_scenario
+    from wghybrid.sim.scenario import ScenarioError
+
+    text = stall[1:] + STALL_SCENARIO if stall.startswith("^") else STALL_SCENARIO + stall
+    with pytest.raises(ScenarioError) as err:
+        parse_scenario(text, source="s.toml")
+    assert str(err.value).startswith("s.toml: ") and says in str(err.value)
+
+
+def test_a_scenario_stall_begins_on_time_and_ends_as_its_kind_says() -> None:
+    from wghybrid.model import SetThreadedNapi, raw_key
+    from wghybrid.sim import parse_scenario
+    from wghybrid.sim.gateway import SimGateway
+
+    sc = parse_scenario(STALL_SCENARIO + '[[stall]]\ntunnel = "site-1"\nat = 30\n'
+                        '[[stall]]\ntunnel = "site-2"\nat = 30\nkind = "until-recreated"\n')
+    gw = SimGateway(sc)
+    gw.advance(29.0)
+    assert not gw.stalled.any()
+    gw.advance(30.5)
+    rx = gw.rx_packets.copy()
+    gw.advance(40.0)
+    assert gw.stalled.tolist() == [False, True, True]
+    assert gw.rx_packets[1] - rx[1] < 1e-6 * rx[1] and gw.rx_packets[0] > rx[0]
+    gw.apply(SetThreadedNapi("wg0", False))
+    assert gw.stalled.tolist() == [False, False, True]
+    gw.recreate_peer("wg0", raw_key(gw.keys[2]))
+    assert not gw.stalled.any()
+    gw.advance(100.0)
+    assert not gw.stalled.any(), "a stall begins once"

@@ -118,6 +118,12 @@ class PersistentSim:
         # encoded once, in __init__).
         self._save()
 
+    async def recreate_peer(self, interface: str, public_key: bytes) -> str:
+        """`PeerRecovery` (the daemon's stall recovery), saved as `apply` is."""
+        text = await self.sim.recreate_peer(interface, public_key)
+        self._save()
+        return text
+
     async def close(self) -> None:
         if not self.sim.closed:
             self._save()

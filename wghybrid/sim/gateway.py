@@ -80,6 +80,8 @@ class SimGateway:
         self.stalled = np.zeros(n, dtype=bool)
         """Per tunnel, its decryption is stalled (`stall_peer`): every datagram it is sent
         is dropped at its full queue, it accepts none."""
+        self._stalls_due = sorted(self.scenario.stalls, key=lambda st: st.at)
+        """The scenario's [[stall]]s not yet begun, earliest first (each begins once)."""
         self.stall_napi = np.zeros(n, dtype=bool)
         """Per stalled tunnel, the stall is the threaded-NAPI kind (CVE-2026-52945): it
         ends when its device's threaded NAPI is turned off. Any stall ends when the peer
@@ -148,6 +150,10 @@ class SimGateway:
         pkt_bits = self.scenario.packet_bytes * 8.0
         while self.time < to_time - 1e-12:
             dt = min(self.max_step, to_time - self.time)
+            while self._stalls_due and self._stalls_due[0].at <= self.time + dt / 2.0:
+                st = self._stalls_due.pop(0)
+                self.stalled[st.index] = True
+                self.stall_napi[st.index] = st.napi
             offered = self.offered(self.time + dt / 2.0)
             ev = self.evaluate(offered)
             delivered = ev.delivered_gbps

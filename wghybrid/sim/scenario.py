@@ -15,6 +15,7 @@ docs/sim-model.md and in the comment header of each shipped file
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import math
 import tomllib
@@ -35,12 +36,16 @@ _GROUP_KEYS = frozenset({
 })
 _TOP_KEYS = frozenset({
     "name", "description", "cores", "duration", "seed", "interface", "threaded_napi",
-    "packet_bytes", "mixed", "steady", "group", "trace",
+    "packet_bytes", "mixed", "steady", "group", "trace", "stall",
 })
 _RAMP_KEYS = frozenset({"start", "end", "to"})
 _OSC_KEYS = frozenset({"period", "low", "high", "shape", "duty", "phase", "phase_step",
                        "phase_spread"})
 _TRACE_KEYS = frozenset({"file", "scale"})
+_STALL_KEYS = frozenset({"tunnel", "at", "kind"})
+STALL_KINDS = ("threaded-napi", "until-recreated")
+"""A [[stall]]'s kinds: the threaded-NAPI stall (CVE-2026-52945), which ends when the
+device's threaded NAPI is turned off, and one that only re-creating the peer ends."""
 
 TRACE_MAX_BYTES = 64 * 1024 * 1024
 """A trace file larger than this is refused before it is read."""
@@ -178,6 +183,18 @@ class Trace:
                      self._first, self._last, scale)
 
 
+@dataclass(frozen=True, slots=True)
+class StallSpec:
+    """`[[stall]]`: tunnel `index` (of `Scenario.tunnels`) stalls at `at` seconds: every
+    datagram it is sent is dropped, it accepts none, until the daemon's recovery ends it
+    (docs/install.md, "Stalled peers")."""
+
+    index: int
+    at: float
+    napi: bool
+    """The threaded-NAPI kind: turning the device's threaded NAPI off ends it."""
+
+
 @dataclass(frozen=True, slots=True, eq=False)
 class Scenario:
     name: str
@@ -197,6 +214,8 @@ class Scenario:
     """Declared by the scenario's author: the load is steady but for noise, so a controller
     should change no mode and move almost no core once it has settled."""
     source: str = "<built-in>"
+    stalls: tuple[StallSpec, ...] = ()
+    """Tunnels whose decryption stalls during the run (`[[stall]]`)."""
     trace: str | None = None
     """The trace file a trace-backed scenario replays (as its source names it), else None."""
     _groups: tuple[_Source, ...] = field(default=(), repr=False)
@@ -259,7 +278,40 @@ def parse_scenario(text: str, *, source: str = "<string>", base: _Dir | None = N
         doc = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ScenarioError(f"{source}: not valid TOML: {exc}") from None
-    return _build(doc, source, base)
+    scenario = _build(doc, source, base)
+    if "stall" in doc:
+        scenario = dataclasses.replace(scenario, stalls=_stalls(doc["stall"], scenario))
+    return scenario
+
+
+def _stalls(value: Any, sc: Scenario) -> tuple[StallSpec, ...]:
+    """`[[stall]]` tables: {tunnel = "<name>", at = <s>, kind = "threaded-napi" |
+    "until-recreated"}, at most one per tunnel."""
+    source = sc.source
+    if not isinstance(value, list):
+        raise _fail(source, "stall", "expected an array of tables ([[stall]])")
+    if len(value) > len(sc.tunnels):
+        raise _fail(source, "stall", f"{len(value)} stalls for {len(sc.tunnels)} tunnels: "
+                    "at most one per tunnel")
+    index = {t.name: i for i, t in enumerate(sc.tunnels)}
+    out: list[StallSpec] = []
+    seen: set[int] = set()
+    for k, d in enumerate(value):
+        where = f"stall[{k}]."
+        _check_table(d, set(_STALL_KEYS), source, f"stall[{k}]")
+        name = _get(d, "tunnel", str, source, where)
+        if name not in index:
+            raise _fail(source, f"{where}tunnel", f"no tunnel named {name[:64]!r}")
+        if index[name] in seen:
+            raise _fail(source, f"{where}tunnel", f"{name!r} stalls twice")
+        seen.add(index[name])
+        at = _num(d, "at", source, where, lo=0.0, hi=sc.duration)
+        kind = _get(d, "kind", str, source, where, STALL_KINDS[0])
+        if kind not in STALL_KINDS:
+            raise _fail(source, f"{where}kind", f"{kind[:64]!r} is not "
+                        + " or ".join(STALL_KINDS))
+        out.append(StallSpec(index[name], at, kind == STALL_KINDS[0]))
+    return tuple(out)
 
 
 def _fail(source: str, key: str, reason: str) -> ScenarioError:
