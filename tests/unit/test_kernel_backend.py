@@ -775,3 +775,45 @@ async def test_recreate_peer_once_begun_is_never_cut_short(
     await asyncio.sleep(0.4)
     assert done == ["removed", "added"]
     assert fake.calls[-1] == ("set_peer", "wg0", key(1), 0, -1)
+
+
+class FakeWireGuard:
+    """pyroute2's AsyncWireGuard, as replace_wireguard_peer uses it: `fail_adds` adds
+    fail with ENOMEM before one succeeds."""
+
+    fail_adds = 0
+    sets: list[dict[str, object]] = []
+
+    async def setup_endpoint(self) -> None:
+        pass
+
+    async def set(self, ifname: str, peer: dict[str, object]) -> None:
+        from pyroute2.netlink import NetlinkError
+
+        FakeWireGuard.sets.append(dict(peer))
+        if not peer.get("remove") and FakeWireGuard.fail_adds > 0:
+            FakeWireGuard.fail_adds -= 1
+            raise NetlinkError(errno.ENOMEM, "out of memory")
+
+    def close(self) -> None:
+        pass
+
+
+@pytest.mark.parametrize("fail_adds,ok", [(0, True), (2, True), (3, False)])
+async def test_a_removed_peer_is_added_back_or_said_missing(
+    monkeypatch: pytest.MonkeyPatch, fail_adds: int, ok: bool,
+) -> None:
+    import pyroute2.netlink.generic.wireguard as pwg
+
+    monkeypatch.setattr(pwg, "AsyncWireGuard", FakeWireGuard)
+    FakeWireGuard.fail_adds, FakeWireGuard.sets = fail_adds, []
+    config = {"public_key": "k", "allowed_ips": ["10.0.0.2/32"]}
+    if ok:
+        await _genl.replace_wireguard_peer("wg0", config)
+    else:
+        with pytest.raises(_genl.GenlError, match="removed and could not be added back"):
+            await _genl.replace_wireguard_peer("wg0", config)
+    adds = [s for s in FakeWireGuard.sets if not s.get("remove")]
+    assert FakeWireGuard.sets[0] == {"public_key": "k", "remove": True}
+    assert len(adds) == min(fail_adds + 1, _genl.ADD_TRIES)
+    assert all(a == config for a in adds)

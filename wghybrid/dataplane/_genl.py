@@ -504,9 +504,26 @@ async def replace_wireguard_peer(ifname: str, config: dict[str, Any]) -> None:
     wg = AsyncWireGuard()
     try:
         await wg.setup_endpoint()
-        await wg.set(ifname, peer={"public_key": config["public_key"], "remove": True})
-        await wg.set(ifname, peer=config)
-    except NetlinkError as exc:
-        raise _error(exc, f"dev {ifname}: WireGuard SET_DEVICE") from None
+        try:
+            await wg.set(ifname, peer={"public_key": config["public_key"], "remove": True})
+        except NetlinkError as exc:
+            raise _error(exc, f"dev {ifname}: WireGuard SET_DEVICE (removing the peer)") from None
+        # Removed: adding it back is tried ADD_TRIES times (a transient ENOMEM or ENOBUFS
+        # must not lose a peer), and a failure says loudly what is lost.
+        for attempt in range(ADD_TRIES):
+            try:
+                await wg.set(ifname, peer=config)
+                return
+            except NetlinkError as exc:
+                err = _error(exc, f"dev {ifname}: WireGuard SET_DEVICE")
+                if attempt + 1 < ADD_TRIES:
+                    await asyncio.sleep(0.1 * (attempt + 1))
+        raise GenlError(err.errno, f"dev {ifname}: the peer was removed and could not be "
+                        f"added back in {ADD_TRIES} tries ({err}); it is missing until its "
+                        "configuration is set again (wg set / wg syncconf)")
     finally:
         wg.close()
+
+
+ADD_TRIES = 3
+"""Attempts at adding a removed peer back (`replace_wireguard_peer`)."""

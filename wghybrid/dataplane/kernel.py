@@ -253,7 +253,19 @@ class KernelDataPlane:
 
     async def _replace(self, interface: str, key: bytes, config: dict[str, object],
                        mode: int, core: int) -> None:
-        await _genl.replace_wireguard_peer(interface, config)
+        try:
+            await _genl.replace_wireguard_peer(interface, config)
+        except OSError as exc:
+            if "added back" in str(exc):
+                # What an operator needs to set it again (not its preshared key).
+                ips = config.get("allowed_ips")
+                log.error("dev %s: peer %s is missing: %s. It had allowed IPs %s, endpoint "
+                          "%s:%s, keepalive %s", interface, config.get("public_key"), exc,
+                          ",".join(str(ip) for ip in ips) if isinstance(ips, list) and ips
+                          else "none",
+                          config.get("endpoint_addr", "none"), config.get("endpoint_port", ""),
+                          config.get("persistent_keepalive", "off"))
+            raise
         await self._genl.set_peer(interface, key, mode=mode, core=core)
 
     async def _steer(self, op: SetPeerCore) -> None:
