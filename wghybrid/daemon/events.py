@@ -61,7 +61,7 @@ OVERRIDE_EXPIRE = "override-expire"
 POLICY_RELOAD = "policy-reload"
 STALL = "stall"
 """A peer's decryption stalled (wghybrid.daemon.stall): `value` says what the daemon did
-(`STALL_VALUES`), `reason` the numbers."""
+(the STALL_* values below), `reason` the numbers."""
 OPS = (MODE, CORE, CRYPT_CORES, THREADED_NAPI, OVERRIDE_SET, OVERRIDE_CLEAR, OVERRIDE_EXPIRE,
        POLICY_RELOAD, STALL)
 
@@ -76,7 +76,6 @@ STALL_RECREATED = "recreated"
 """The peer removed and added again with the same configuration, mode and core."""
 STALL_RECOVERED = "recovered"
 """It accepts packets again after the step before."""
-STALL_VALUES = (STALL_DETECTED, STALL_NAPI_OFF, STALL_RECREATED, STALL_RECOVERED)
 
 # Results (`Event.result`, WGH_RESULT)
 DONE = "done"

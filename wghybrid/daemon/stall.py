@@ -25,7 +25,6 @@ episodes go first); every bound is in this module.
 from __future__ import annotations
 
 import asyncio
-import logging
 import math
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -45,8 +44,6 @@ from wghybrid.daemon.events import (
 from wghybrid.daemon.report import Reporter
 from wghybrid.dataplane import DataPlane, DataPlaneError, PeerRecovery, TransientError
 from wghybrid.model import GatewaySample, Mode, PeerId, Reason, SetThreadedNapi, short_key
-
-log = logging.getLogger("wghybrid.daemon")
 
 MAX_EPISODES = 10_000
 MAX_RETRY = 3600.0
